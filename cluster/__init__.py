@@ -1,0 +1,1 @@
+"""Node definitions, capacity planning, start scripts and the local two-node cluster."""

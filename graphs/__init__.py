@@ -1,0 +1,1 @@
+"""Compositions of deployments (retrieval, voice, ingest) and the HTTP ingress."""

@@ -1,0 +1,152 @@
+"""HTTP plumbing shared by every route: JSON errors, bounded bodies, auth.
+
+Every failure a client can cause becomes a 4xx with OpenAI's error envelope;
+nothing here lets a bad request reach a model.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from graphs.schemas import ErrorDetail, ErrorResponse
+
+log = logging.getLogger("ray.serve")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class APIError(Exception):
+    """An error with an HTTP status, rendered as OpenAI's error JSON."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.detail = ErrorDetail(message=message, type=type, param=param, code=code)
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = ErrorResponse(error=self.detail).model_dump(exclude_none=True)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def unavailable(deployment: str, reason: str) -> APIError:
+    return APIError(
+        503, f"{deployment} is not running: {reason}", type="unavailable", code="model_unavailable"
+    )
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refusing (413) anything over ``max_bytes`` before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise APIError(413, f"request body is {declared} bytes; the limit is {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise APIError(413, f"request body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def parse_json(request: Request, model: type[M], max_bytes: int) -> M:
+    """Parse and validate a JSON body into ``model``, or raise a 4xx APIError."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise APIError(415, f"content-type must be application/json, not {ctype or 'missing'!r}")
+    raw = await read_body(request, max_bytes)
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"malformed JSON: {exc}") from None
+    return validate(model, data)
+
+
+def validate(model: type[M], data: object) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or None
+        msg = f"{where}: {first['msg']}" if where else first["msg"]
+        more = len(exc.errors()) - 1
+        raise APIError(
+            422 if where else 400, msg + (f" (and {more} more)" if more else ""), param=where
+        ) from None
+
+
+class TokenAuth:
+    """ASGI middleware: a bearer or X-Internal-Token for every path but the open ones.
+
+    Without a configured token only loopback clients are served, so an
+    unconfigured cluster is never open to the network.
+    """
+
+    OPEN_PATHS = frozenset({"/health"})
+
+    def __init__(self, app: ASGIApp, token: str):
+        self.app = app
+        self.token = token.encode()
+        if not token:
+            log.warning("no SERVE_AUTH__TOKEN configured: serving loopback clients only")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        error = self._check(scope)
+        if error is not None:
+            await error.response()(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope) -> APIError | None:
+        if not self.token:
+            client = (scope.get("client") or ("",))[0]
+            if _is_loopback(client):
+                return None
+            return APIError(
+                403,
+                "no auth token is configured on this server, so it serves loopback clients only",
+                type="permission_error",
+            )
+        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        presented = headers.get("x-internal-token", b"")
+        auth = headers.get("authorization", b"")
+        if not presented and auth[:7].lower() == b"bearer ":
+            presented = auth[7:].strip()
+        if not presented:
+            return APIError(
+                401,
+                "missing token: send 'Authorization: Bearer <token>' or 'X-Internal-Token'",
+                type="authentication_error",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not hmac.compare_digest(presented, self.token):
+            return APIError(401, "invalid token", type="authentication_error")
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

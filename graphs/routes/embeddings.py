@@ -1,0 +1,80 @@
+"""POST /v1/embeddings, OpenAI-compatible (the official client works unchanged)."""
+
+from __future__ import annotations
+
+import base64
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from deployments.settings import EmbeddingSettings
+from graphs.http import APIError, parse_json
+from graphs.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
+from graphs.services import Services
+
+EMBEDDERS = ("Embedder", "BatchEmbedder")
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+async def pick_embedder(services: Services, requested: str | None) -> tuple[str, str]:
+    """(deployment, model id) for the model a client named; the real-time one by default."""
+    info = await services.replica_info()
+    served = {
+        name: next((r["model"] for r in info.get(name, []) if "model" in r), None)
+        for name in EMBEDDERS
+        if name in services.handles
+    }
+    if requested is None:
+        services.get("Embedder")
+        return "Embedder", served.get("Embedder") or "Embedder"
+    for name, model in served.items():
+        if model and requested in (model, model.split("/")[-1]):
+            return name, model
+    known = sorted(m for m in served.values() if m)
+    raise APIError(
+        404,
+        f"model {requested!r} is not served for embeddings; served: {known}",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def routes(services: Services, limits: EmbeddingSettings) -> list[Route]:
+    async def create_embeddings(request: Request) -> JSONResponse:
+        body = await parse_json(request, EmbeddingRequest, MAX_BODY_BYTES)
+        texts = body.texts()
+        if len(texts) > limits.max_inputs:
+            raise APIError(
+                400, f"input has {len(texts)} items; at most {limits.max_inputs}", param="input"
+            )
+        longest = max(len(t) for t in texts)
+        if longest > limits.max_input_chars:
+            raise APIError(
+                400,
+                f"an input is {longest} characters; at most {limits.max_input_chars}",
+                param="input",
+            )
+        name, model = await pick_embedder(services, body.model)
+        try:
+            result = await services.get(name).embed.remote(
+                texts, body.input_type == "query", body.dimensions
+            )
+        except ValueError as exc:  # the engine refused the dimensions
+            raise APIError(400, str(exc), param="dimensions") from None
+        data = [
+            EmbeddingData(
+                index=i,
+                embedding=base64.b64encode(vec.astype("<f4").tobytes()).decode()
+                if body.encoding_format == "base64"
+                else vec.tolist(),
+            )
+            for i, vec in enumerate(result["vectors"])
+        ]
+        tokens = sum(result["tokens"])
+        response = EmbeddingResponse(
+            data=data, model=model, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
+        )
+        return JSONResponse(response.model_dump())
+
+    return [Route("/v1/embeddings", create_embeddings, methods=["POST"])]
