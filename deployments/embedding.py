@@ -15,7 +15,8 @@ import numpy as np
 from ray import serve
 
 from deployments import model_cache
-from deployments.profile import current_placement, resolve_profile
+from deployments.profile import resolve_profile
+from deployments.runtime import ModelReplica
 from deployments.settings import EmbeddingSettings
 
 ENCODE_CHUNK = 64  # texts per forward pass; bounds activation memory
@@ -192,22 +193,24 @@ class EmbeddingEngine:
 
 
 @serve.deployment(max_ongoing_requests=64)
-class Embedder:
+class Embedder(ModelReplica):
     """Serves one EmbeddingEngine; batches concurrent requests into one forward pass."""
 
-    def __init__(self, settings: EmbeddingSettings, profile: str, cache: str, role: str):
-        self.engine = EmbeddingEngine(settings, profile, Path(cache), role)
-        self.engine.load()
-        self.placement = current_placement()
+    def __init__(
+        self,
+        settings: EmbeddingSettings,
+        profile: str,
+        cache: str,
+        role: str,
+        gpu_memory_gb: float = 0.0,
+    ):
+        super().__init__(EmbeddingEngine(settings, profile, Path(cache), role), gpu_memory_gb)
 
-    def reconfigure(self, user_config: dict) -> None:
+    def configure(self, user_config: dict) -> None:
         self._embed_batch.set_max_batch_size(int(user_config.get("max_batch_size", 32)))
         self._embed_batch.set_batch_wait_timeout_s(
             float(user_config.get("batch_wait_timeout_s", 0.005))
         )
-
-    def info(self) -> dict:
-        return {**self.engine.info(), **self.placement.to_dict()}
 
     async def embed(
         self, texts: list[str], is_query: bool = False, dimensions: int | None = None

@@ -70,7 +70,7 @@ def build_app(args: dict) -> Application:
         model = MODEL_DEPLOYMENTS[name]
         handles[name] = (
             model.deployment.options(name=name, **spec.ray_options())
-            .bind(*model.bind_args(settings, profile))
+            .bind(*model.bind_args(settings, profile), gpu_memory_gb=spec.gpu_memory_gb)
         )
     gateway_spec = app_args.deployments.get("Gateway", DeploymentSpec(max_ongoing_requests=200))
     tasks = {name: MODEL_DEPLOYMENTS[name].task for name in app_args.deployments if name in MODEL_DEPLOYMENTS}
