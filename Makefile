@@ -3,6 +3,7 @@ PY ?= python3
 PYTEST ?= $(PY) -m pytest
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help install run down status test test-unit capacity bench head worker models chaos
 

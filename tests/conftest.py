@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 TEST_TOKEN = "test-token-6f1c"
 
+# This checkout's code, for the test process and the Ray workers it starts
+# (ahead of an editable install that may point at another checkout).
+sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -39,6 +44,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def node_ports() -> dict[str, int]:
+    """Per-node agent ports, all free: two test sessions on one machine never collide."""
+    return {
+        "metrics_export_port": free_port(),
+        "metrics_agent_port": free_port(),
+        "dashboard_agent_listen_port": free_port(),
+        "runtime_env_agent_port": free_port(),
+    }
 
 
 @dataclass
@@ -88,9 +103,9 @@ def serve_cluster() -> ServeCluster:
         initialize_head=True,
         head_node_args={
             **common,
+            **node_ports(),
             "gcs_server_port": free_port(),
             "dashboard_port": free_port(),
-            "metrics_export_port": free_port(),
             "num_gpus": defs["titan"].gpus,
             "labels": defs["titan"].labels,
             "resources": defs["titan"].resources,
@@ -98,7 +113,7 @@ def serve_cluster() -> ServeCluster:
     )
     panda = cluster.add_node(
         **common,
-        metrics_export_port=free_port(),
+        **node_ports(),
         num_gpus=defs["panda"].gpus,
         labels=defs["panda"].labels,
         resources=defs["panda"].resources,
