@@ -65,17 +65,16 @@ class Qwen3Backend:
 
     supports_dimensions = True
 
-    def __init__(self, model_id: str, path: Path, max_seq_length: int):
+    def __init__(self, model_id: str, path: Path, max_seq_length: int, device: str = "cuda"):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
         self.model_id = model_id
-        self.device = "cuda"
+        self.device = device
         self.max_seq_length = max_seq_length
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-        self.model = (
-            AutoModel.from_pretrained(path, torch_dtype=torch.bfloat16).to("cuda").eval()
-        )
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        self.model = AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()
         self.dim = int(self.model.config.hidden_size)
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
@@ -90,7 +89,7 @@ class Qwen3Backend:
                 truncation=True,
                 max_length=self.max_seq_length,
                 return_tensors="pt",
-            ).to("cuda")
+            ).to(self.device)
             with torch.inference_mode():
                 hidden = self.model(**batch).last_hidden_state
             # Left padding: the last position holds every sequence's final token.

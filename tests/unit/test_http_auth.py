@@ -1,0 +1,64 @@
+"""Token auth and request parsing, driven through the real ASGI middleware."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from graphs.http import APIError, TokenAuth
+
+
+async def ok_app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def call(auth: TokenAuth, path="/v1/embeddings", client="127.0.0.1", headers=()):
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http", "path": path, "method": "GET", "client": (client, 5000),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
+    }
+    asyncio.run(auth(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.parametrize(
+    "headers,status",
+    [
+        ((), 401),
+        ((("Authorization", "Bearer nope"),), 401),
+        ((("X-Internal-Token", "nope"),), 401),
+        ((("Authorization", "Bearer s3cret"),), 200),
+        ((("authorization", "bearer s3cret"),), 200),
+        ((("X-Internal-Token", "s3cret"),), 200),
+    ],
+)
+def test_token_required(headers, status):
+    assert call(TokenAuth(ok_app, "s3cret"), headers=headers)[0] == status
+
+
+def test_health_is_open():
+    assert call(TokenAuth(ok_app, "s3cret"), path="/health")[0] == 200
+
+
+def test_without_token_only_loopback_is_served():
+    auth = TokenAuth(ok_app, "")
+    assert call(auth, client="127.0.0.1")[0] == 200
+    assert call(auth, client="::1")[0] == 200
+    status, body = call(auth, client="192.168.1.20")
+    assert status == 403 and b"loopback" in body
+
+
+def test_api_error_envelope():
+    r = APIError(422, "input: bad", param="input").response()
+    assert r.status_code == 422
+    assert r.body == b'{"error":{"message":"input: bad","type":"invalid_request_error","param":"input"}}'
