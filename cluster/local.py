@@ -30,7 +30,7 @@ import httpx
 import psutil
 import yaml
 
-from cluster.nodes import load_nodes
+from cluster.nodes import GCS_PORT, load_nodes, ray_start_args
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ HEALTH_ENV = {
 class LocalCluster:
     """Ports and paths of one local cluster; tests make their own on other ports."""
 
-    gcs_port: int = 6390
+    gcs_port: int = GCS_PORT
     dashboard_port: int = 8265
     http_port: int = 8000
     metrics_port: int = 8090
@@ -92,24 +92,15 @@ class LocalCluster:
 
     def start_node(self, host: str) -> None:
         node = load_nodes()[host]
-        import json
-
-        args = [
-            "ray", "start",
-            f"--num-cpus={self.logical_cpus}",
-            f"--num-gpus={node.gpus}",
-            f"--labels={','.join(f'{k}={v}' for k, v in node.labels.items())}",
-            f"--resources={json.dumps(node.resources)}",
-            "--disable-usage-stats",
-        ]
+        args = ray_start_args(node, self.address, num_cpus=self.logical_cpus)
         if node.role == "head":
-            args += [
-                "--head", f"--port={self.gcs_port}",
+            args = [a for a in args if not a.startswith("--port=")] + [
+                f"--port={self.gcs_port}",
                 f"--dashboard-port={self.dashboard_port}",
                 f"--metrics-export-port={self.metrics_port}",
             ]
         else:
-            args += [f"--address={self.address}", f"--metrics-export-port={self.metrics_port + 1}"]
+            args.append(f"--metrics-export-port={self.metrics_port + 1}")
         subprocess.run(args, env=self.env(), check=True, capture_output=True, text=True)
 
     def processes(self) -> list[psutil.Process]:

@@ -1,0 +1,95 @@
+"""Shared benchmark plumbing: load generation, percentiles, and the results file."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import platform
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
+
+
+@dataclass
+class Run:
+    """Latencies (s) of one load run and its wall time."""
+
+    latencies: list[float]
+    wall_s: float
+
+    def pct(self, p: float) -> float:
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.wall_s
+
+    def row(self, label: str) -> str:
+        return (
+            f"| {label} | {self.pct(50) * 1e3:.1f} | {self.pct(95) * 1e3:.1f} "
+            f"| {self.throughput:.1f} |"
+        )
+
+
+def run_threads(call: Callable[[int], object], n: int, concurrency: int) -> Run:
+    """``n`` calls of ``call(i)`` from ``concurrency`` threads."""
+
+    def timed(i: int) -> float:
+        t = time.perf_counter()
+        call(i)
+        return time.perf_counter() - t
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        lat = list(pool.map(timed, range(n)))
+    return Run(lat, time.perf_counter() - start)
+
+
+async def measure(call: Callable[[int], Awaitable[object]], n: int, concurrency: int) -> Run:
+    """``n`` awaits of ``call(i)`` with at most ``concurrency`` in flight."""
+    sem, lat = asyncio.Semaphore(concurrency), []
+
+    async def timed(i: int) -> None:
+        async with sem:
+            t = time.perf_counter()
+            await call(i)
+            lat.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(timed(i) for i in range(n)))
+    return Run(lat, time.perf_counter() - start)
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, no GPU, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def header(command: str) -> str:
+    return (
+        f"Command: `{command}`  \nMachine: {machine()}  \n"
+        f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+    )
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section between this benchmark's markers."""
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+
+

@@ -1,0 +1,136 @@
+"""A throwaway Titan + Panda cluster inside this process, for tests and benchmarks.
+
+Like ``cluster.local`` it has a head labelled titan and a worker labelled panda
+with one logical GPU each, but it lives only as long as the Python process
+that made it: free ports, its own RAY_TMPDIR, stopped with ``stop()``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from cluster.local import HEALTH_ENV
+from cluster.nodes import load_nodes
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_ports() -> dict[str, int]:
+    """Per-node agent ports, all free: two sandboxes on one machine never collide."""
+    return {
+        "metrics_export_port": free_port(),
+        "metrics_agent_port": free_port(),
+        "dashboard_agent_listen_port": free_port(),
+        "runtime_env_agent_port": free_port(),
+    }
+
+
+def serve_args(config: Path = REPO / "serve_config.yaml", app: str = "assistant") -> dict:
+    """An application's args from a Serve config file."""
+    parsed = yaml.safe_load(config.read_text())
+    return next(a for a in parsed["applications"] if a["name"] == app)["args"]
+
+
+@dataclass
+class Sandbox:
+    cluster: object  # ray.cluster_utils.Cluster
+    nodes: dict  # host label -> ray._private.node.Node
+    base_url: str
+    token: str
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers=self.headers(), timeout=60, **kw)
+
+    def deploy(self, args: dict) -> None:
+        """(Re)deploy the assistant app with these args and wait until it runs."""
+        from ray import serve
+
+        from graphs.app import build_app
+
+        serve.run(build_app(args), name="assistant", route_prefix="/", blocking=False)
+        self.wait_running()
+
+    def wait_running(self, timeout_s: float = 900) -> None:
+        from ray import serve
+
+        deadline, status = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline:
+            status = serve.status().applications.get("assistant")
+            if status and status.status == "RUNNING":
+                if httpx.get(f"{self.base_url}/health", timeout=10).status_code == 200:
+                    return
+            if status and status.status == "DEPLOY_FAILED":
+                raise RuntimeError(f"app failed to deploy: {status.message}")
+            time.sleep(1)
+        raise TimeoutError(f"app not running after {timeout_s} s: {status}")
+
+    def stop(self) -> None:
+        import ray
+
+        # ray.shutdown() alone: serve.shutdown() costs ~5 s and the processes die with the cluster.
+        ray.shutdown()
+        self.cluster.shutdown()
+
+
+def start(token: str, args: dict | None = None, logical_cpus: int = 8) -> Sandbox:
+    """Start titan + panda, Serve on a free loopback port, and deploy ``args``."""
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="her-serve-ray-")
+    os.environ.update(HEALTH_ENV)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["SERVE_AUTH__TOKEN"] = token
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    defs = load_nodes()
+    common = {"num_cpus": logical_cpus, "object_store_memory": 200 * 1024 * 1024}
+    head_ports, panda_ports = node_ports(), node_ports()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            **common,
+            **head_ports,
+            "gcs_server_port": free_port(),
+            "dashboard_port": free_port(),
+            "num_gpus": defs["titan"].gpus,
+            "labels": defs["titan"].labels,
+            "resources": defs["titan"].resources,
+        },
+    )
+    panda = cluster.add_node(
+        **common,
+        **panda_ports,
+        num_gpus=defs["panda"].gpus,
+        labels=defs["panda"].labels,
+        resources=defs["panda"].resources,
+    )
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+    box = Sandbox(
+        cluster,
+        {"titan": cluster.head_node, "panda": panda},
+        f"http://127.0.0.1:{port}",
+        token,
+        {"titan": head_ports["metrics_export_port"], "panda": panda_ports["metrics_export_port"]},
+    )
+    box.deploy(serve_args() if args is None else args)
+    return box

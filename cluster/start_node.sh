@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Start this machine as a node of the real cluster, as cluster/nodes.yaml defines it.
+#   cluster/start_node.sh titan                  # the head (GCS on 6390: Redis owns 6379)
+#   HEAD=<titan-ip>:6390 cluster/start_node.sh panda
+# Ray 2.60 cluster token auth: every node and every ray/serve command needs the
+# same token. It is read from $RAY_AUTH_TOKEN, else ~/.her-serve/ray-auth-token
+# (made on Titan on first start: copy that file to Panda with scp).
+set -euo pipefail
+node=${1:?usage: start_node.sh titan|panda}
+token_file=${HER_SERVE_TOKEN_FILE:-$HOME/.her-serve/ray-auth-token}
+if [ -z "${RAY_AUTH_TOKEN:-}" ]; then
+  if [ ! -f "$token_file" ]; then
+    [ "$node" = titan ] || { echo "no token: copy $token_file from Titan first" >&2; exit 2; }
+    mkdir -p "$(dirname "$token_file")"; (umask 077; python3 -c 'import secrets; print(secrets.token_hex(32))' >"$token_file")
+  fi
+  RAY_AUTH_TOKEN=$(cat "$token_file")
+fi
+export RAY_AUTH_MODE=token RAY_AUTH_TOKEN
+# Notice a dead node in ~1.5 s instead of ~30 s (TTS failover depends on it).
+export RAY_health_check_period_ms=500 RAY_health_check_timeout_ms=1000 RAY_health_check_failure_threshold=3
+cd "$(dirname "$0")/.."
+cmd=$(python3 -m cluster.nodes "$node" "${HEAD:-}")
+echo "+ $cmd"
+eval "$cmd"
