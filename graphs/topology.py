@@ -8,7 +8,7 @@ planner reads it too.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,6 +29,9 @@ class DeploymentSpec(BaseModel):
     """Declared GPU memory per replica: the planner sums it, the replica caps itself to it."""
     hosts: list[str] = Field(default_factory=list)
     """Nodes (``host`` label) it may run on, most preferred first. Empty: any node."""
+    routing: Literal["default", "preferred_host"] = "default"
+    """preferred_host: send traffic to the replica on the first live host in ``hosts``
+    (deployments.routing.PreferredHostRouter); default: Serve's own router."""
     max_ongoing_requests: int = Field(default=16, ge=1)
     max_queued_requests: int = -1
     health_check_period_s: float = 2.0
@@ -37,9 +40,11 @@ class DeploymentSpec(BaseModel):
     runtime_env: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _gpu_memory_declared(self) -> "DeploymentSpec":
+    def _consistent(self) -> "DeploymentSpec":
         if self.num_gpus > 0 and self.gpu_memory_gb <= 0:
             raise ValueError("a deployment that reserves a GPU must declare gpu_memory_gb")
+        if self.routing == "preferred_host" and len(self.hosts) < 2:
+            raise ValueError("routing preferred_host needs at least two hosts, in preference order")
         return self
 
     def replicas_on(self, host: str, all_hosts: list[str], planned: bool = False) -> int:
@@ -78,6 +83,11 @@ class DeploymentSpec(BaseModel):
             options["user_config"] = {**self.user_config, "gpu_memory_gb": self.gpu_memory_gb}
         if self.max_replicas_per_node:
             options["max_replicas_per_node"] = self.max_replicas_per_node
+        if self.routing == "preferred_host":
+            options["request_router_config"] = {
+                "request_router_class": "deployments.routing.PreferredHostRouter",
+                "request_router_kwargs": {"hosts": self.hosts},
+            }
         return options
 
 
