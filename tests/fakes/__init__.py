@@ -1,0 +1,1 @@
+"""Fakes for what is outside the project (an LLM server), never for our own models."""
