@@ -52,6 +52,16 @@ class Sandbox:
     base_url: str
     token: str
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    worker_args: dict[str, dict] = field(default_factory=dict)
+    """How each worker node was started, so a killed one can come back the same."""
+
+    def kill(self, host: str) -> None:
+        """Hard-kill a worker node: SIGKILL to its raylet and workers, like a power cut."""
+        self.cluster.remove_node(self.nodes.pop(host), allow_graceful=False)
+
+    def restart(self, host: str) -> None:
+        """Bring a killed worker node back with its labels, GPUs and resources."""
+        self.nodes[host] = self.cluster.add_node(**{**self.worker_args[host], **node_ports()})
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -115,13 +125,14 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8) -> Sandbo
             "resources": defs["titan"].resources,
         },
     )
-    panda = cluster.add_node(
+    panda_args = {
         **common,
         **panda_ports,
-        num_gpus=defs["panda"].gpus,
-        labels=defs["panda"].labels,
-        resources=defs["panda"].resources,
-    )
+        "num_gpus": defs["panda"].gpus,
+        "labels": defs["panda"].labels,
+        "resources": defs["panda"].resources,
+    }
+    panda = cluster.add_node(**panda_args)
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
@@ -131,6 +142,7 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8) -> Sandbo
         f"http://127.0.0.1:{port}",
         token,
         {"titan": head_ports["metrics_export_port"], "panda": panda_ports["metrics_export_port"]},
+        {"panda": panda_args},
     )
     box.deploy(serve_args() if args is None else args)
     return box

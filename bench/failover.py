@@ -1,0 +1,168 @@
+"""TTS under a node's death: a paced load, a hard kill, a return, and the figures.
+
+    python -m bench.failover [--duration 30] [--rate 12]      # also `make chaos`
+
+Runs two placements on their own sandbox cluster (titan + panda on this
+machine), each with panda hard-killed a third of the way in and brought back
+at two thirds:
+  * this project's: one TTS replica per node, PreferredHostRouter preferring
+    panda, per-attempt deadline and one retry on the other node;
+  * Ray's native label fallback: one replica with label_selector panda and
+    fallback_strategy titan, the default router, no retry.
+The chaos tests (tests/chaos) call ``run_scenario`` with shorter settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from bench.report import header, write_section
+from cluster import sandbox
+
+TTS_DEPLOYMENT = "PiperTTS"  # CPU-fast enough for >= 10 req/s on two cores
+SENTENCES = [
+    "Your taxi is two minutes away.",
+    "I added milk to the shopping list.",
+    "The meeting moved to four o'clock.",
+    "It will rain after lunch today.",
+]
+
+
+@dataclass
+class Outcome:
+    sent_at: float
+    done_at: float
+    status: int | str  # HTTP status, or the exception's name
+    host: str | None  # X-Served-By: the node whose replica spoke
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+async def drive(base_url: str, headers: dict, rate_hz: float, duration_s: float,
+                timeout_s: float = 10.0) -> list[Outcome]:
+    """Send one TTS request every 1/rate seconds for ``duration_s``; wait for all."""
+    outcomes: list[Outcome] = []
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s,
+                                 limits=httpx.Limits(max_connections=200)) as client:
+
+        async def one(i: int) -> None:
+            sent = time.monotonic()
+            try:
+                r = await client.post("/v1/audio/speech", json={
+                    "model": "piper", "input": SENTENCES[i % len(SENTENCES)],
+                    "voice": "default", "response_format": "pcm",
+                })
+                await r.aread()
+                outcomes.append(Outcome(sent, time.monotonic(), r.status_code,
+                                        r.headers.get("x-served-by")))
+            except httpx.HTTPError as exc:
+                outcomes.append(Outcome(sent, time.monotonic(), type(exc).__name__, None))
+
+        tasks, start, i = [], time.monotonic(), 0
+        while (now := time.monotonic()) - start < duration_s:
+            tasks.append(asyncio.create_task(one(i)))
+            i += 1
+            await asyncio.sleep(max(0.0, start + i / rate_hz - now))
+        await asyncio.gather(*tasks)
+    return sorted(outcomes, key=lambda o: o.sent_at)
+
+
+@dataclass
+class Summary:
+    sent: int
+    failed: int
+    longest_gap_s: float
+    p99_during_failover_ms: float
+    back_on_panda_s: float | None  # after panda's return; None: never
+    failures: dict[str, int]
+
+    def row(self, label: str) -> str:
+        back = "never" if self.back_on_panda_s is None else f"{self.back_on_panda_s:.1f} s"
+        return (f"| {label} | {self.sent} | {self.failed} | {self.longest_gap_s:.2f} s "
+                f"| {self.p99_during_failover_ms:.0f} ms | {back} |")
+
+
+def summarize(outcomes: list[Outcome], killed_at: float, back_at: float) -> Summary:
+    done = sorted(o.done_at for o in outcomes if o.ok)
+    gaps = [b - a for a, b in zip(done, done[1:])]
+    window = sorted(o.done_at - o.sent_at for o in outcomes if killed_at <= o.sent_at < back_at)
+    p99 = window[min(len(window) - 1, int(0.99 * len(window)))] if window else 0.0
+    returned = [o.done_at - back_at for o in outcomes
+                if o.ok and o.host == "panda" and o.sent_at >= back_at]
+    failures: dict[str, int] = {}
+    for o in outcomes:
+        if not o.ok:
+            failures[str(o.status)] = failures.get(str(o.status), 0) + 1
+    return Summary(len(outcomes), sum(failures.values()), max(gaps, default=0.0), p99 * 1e3,
+                   min(returned) if returned else None, failures)
+
+
+def run_scenario(box: sandbox.Sandbox, rate_hz: float, duration_s: float) -> Summary:
+    """Load for ``duration_s``; kill panda at 1/3, bring it back at 2/3."""
+
+    async def scenario() -> Summary:
+        start = time.monotonic()
+        load = asyncio.create_task(drive(box.base_url, box.headers(), rate_hz, duration_s))
+        await asyncio.sleep(duration_s / 3)
+        killed_at = time.monotonic()
+        await asyncio.to_thread(box.kill, "panda")
+        await asyncio.sleep(max(0.0, start + 2 * duration_s / 3 - time.monotonic()))
+        back_at = time.monotonic()
+        await asyncio.to_thread(box.restart, "panda")
+        return summarize(await load, killed_at, back_at)
+
+    return asyncio.run(scenario())
+
+
+def native_fallback(args: dict) -> dict:
+    """The same TTS with Ray's own label fallback: one replica, panda first, titan second."""
+    args = copy.deepcopy(args)
+    spec = args["deployments"][TTS_DEPLOYMENT]
+    spec.update(num_replicas=1, routing="default", hosts=["panda", "titan"])
+    spec.pop("max_replicas_per_node", None)
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=float, default=30)
+    parser.add_argument("--rate", type=float, default=12)
+    a = parser.parse_args()
+    results = {}
+    for label, args in (("this project: replica per node + PreferredHostRouter + retry",
+                         sandbox.serve_args()),
+                        ("Ray native: label_selector panda + fallback_strategy titan",
+                         native_fallback(sandbox.serve_args()))):
+        box = sandbox.start("chaos-token", args)
+        try:
+            results[label] = run_scenario(box, a.rate, a.duration)
+        finally:
+            box.stop()
+    lines = [
+        "## TTS failover (panda hard-killed under load)",
+        "",
+        header(f"python -m bench.failover --duration {a.duration:g} --rate {a.rate:g}"),
+        f"{a.rate:g} requests/s to `/v1/audio/speech` ({TTS_DEPLOYMENT}, one short sentence each, "
+        f"10 s client timeout) for {a.duration:g} s; panda hard-killed (SIGKILL to its raylet and "
+        f"workers) at {a.duration / 3:.0f} s and started again at {2 * a.duration / 3:.0f} s.",
+        "",
+        "| placement | sent | failed | longest gap | p99 while panda is down | back on panda |",
+        "|---|---|---|---|---|---|",
+        *(s.row(label) for label, s in results.items()),
+        "",
+        *(f"- {label}: failures by kind {s.failures or 'none'}" for label, s in results.items()),
+    ]
+    write_section("failover", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
