@@ -232,6 +232,18 @@ class _Config:
         return headers
 
     @staticmethod
+    def _parse(call: Call, response: httpx.Response, headers: dict[str, str]) -> Any:
+        """The parsed answer; a body that breaks the contract is a HerServeError too."""
+        try:
+            return call.parse(response)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HerServeError(
+                f"unexpected answer from {call.method} {call.path}: {exc}",
+                status=response.status_code, type="bad_response",
+                url=str(response.request.url), request_id=headers["X-Request-ID"],
+            ) from exc
+
+    @staticmethod
     def _request(http, call: Call, url: str, timeout: httpx.Timeout, headers) -> httpx.Request:
         return http.build_request(call.method, url + call.path, json=call.json, files=call.files,
                                   data=call.data, headers=headers, timeout=timeout)
@@ -283,8 +295,9 @@ class HerClient(_Config, _Endpoints):
             time.sleep(delay)
 
     def _call(self, call: Call) -> Any:
-        response, _, _ = self._send(call, self._headers(call), stream=False)
-        return call.parse(response)
+        headers = self._headers(call)
+        response, _, _ = self._send(call, headers, stream=False)
+        return self._parse(call, response, headers)
 
     def _stream(self, call: Call) -> Iterator[bytes]:
         headers = self._headers(call)
@@ -340,8 +353,9 @@ class AsyncHerClient(_Config, _Endpoints):
             await asyncio.sleep(delay)
 
     async def _call(self, call: Call) -> Any:
-        response, _, _ = await self._send(call, self._headers(call), stream=False)
-        return call.parse(response)
+        headers = self._headers(call)
+        response, _, _ = await self._send(call, headers, stream=False)
+        return self._parse(call, response, headers)
 
     async def _stream(self, call: Call) -> AsyncIterator[bytes]:
         headers = self._headers(call)

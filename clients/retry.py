@@ -123,9 +123,10 @@ class RetryPolicy:
 class Attempts:
     """One call's walk through the policy: which URL next, how long to wait, when to stop.
 
-    URLs rotate on every retry (the first is preferred). A refused connection
-    means the request was never sent, so the next untried URL goes at once;
-    every other retry backs off, or waits what Retry-After asks.
+    URLs rotate on every retry, the first preferred. A URL that refused a
+    connection is skipped for the rest of the call (until every URL has
+    refused): the request was never sent there, so the next URL goes at once.
+    Every other retry backs off, or waits what Retry-After asks.
     """
 
     policy: RetryPolicy
@@ -135,6 +136,9 @@ class Attempts:
     made: int = 0
     """Attempts made so far."""
     last_error: HerServeError | None = None
+    refused: set[str] = field(default_factory=set)
+    _next_index: int = 0
+    _url: str = ""
 
     def remaining_s(self) -> float:
         return self.policy.deadline_s - (time.monotonic() - self.started)
@@ -144,9 +148,14 @@ class Attempts:
         left = self.remaining_s()
         if left <= 0:
             raise self._deadline()
-        url = self.urls[self.made % len(self.urls)]
+        if self.refused >= set(self.urls):
+            self.refused.clear()
+        n = len(self.urls)
+        index = next(i % n for i in range(self._next_index, self._next_index + n)
+                     if self.urls[i % n] not in self.refused)
+        self._next_index, self._url = index + 1, self.urls[index]
         self.made += 1
-        return url, httpx.Timeout(left, connect=min(left, self.policy.connect_timeout_s))
+        return self._url, httpx.Timeout(left, connect=min(left, self.policy.connect_timeout_s))
 
     def failed(
         self,
@@ -166,6 +175,8 @@ class Attempts:
         else:
             failure = self._transport_failure(error, request_id)
             retry = self.policy.retryable(error=error)
+            if isinstance(error, httpx.ConnectError):
+                self.refused.add(self._url)
         self.last_error = failure
         if not retry:
             raise failure
@@ -182,8 +193,7 @@ class Attempts:
         hinted = retry_after_s(response.headers.get("retry-after")) if response else None
         if hinted is not None:
             return min(hinted, self.policy.max_retry_after_s)
-        untried = self.made < len(self.urls)
-        if isinstance(error, httpx.ConnectError) and untried:
+        if isinstance(error, httpx.ConnectError) and not self.refused >= set(self.urls):
             return 0.0
         return self.policy.backoff_s(self.made - 1, self.rng)
 
