@@ -60,7 +60,8 @@ def main(
 
 @contextmanager
 def connect(ctx: typer.Context) -> Iterator[HerClient]:
-    """A client for one command; a HerServeError becomes one red line and exit code 1."""
+    """A client for one command. A HerServeError becomes one red line and exit code 1;
+    a request the client refuses to send (bad URL, empty text) exit code 2."""
     opts: Options = ctx.obj
     try:
         with HerClient(opts.urls, opts.token, RetryPolicy(deadline_s=opts.deadline_s)) as client:
@@ -70,6 +71,9 @@ def connect(ctx: typer.Context) -> Iterator[HerClient]:
         if exc.url:
             errors.print(f"[dim]  url: {escape(exc.url)}  request id: {exc.request_id}[/]")
         raise typer.Exit(1) from None
+    except ValueError as exc:
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -38,6 +38,9 @@ def urls_from_env(urls: str | list[str] | None = None) -> list[str]:
     cleaned = [u.strip().rstrip("/") for u in urls if u.strip()]
     if not cleaned:
         raise ValueError("no base URL: pass urls=[...] or set HER_SERVE_URLS")
+    bad = [u for u in cleaned if not u.startswith(("http://", "https://"))]
+    if bad:
+        raise ValueError(f"base URLs need http:// or https://: {bad}")
     return cleaned
 
 
@@ -258,7 +261,8 @@ def _broken_stream(exc: httpx.TransportError, headers: dict[str, str]) -> HerSer
 class HerClient(_Config, _Endpoints):
     """Blocking client. ``with HerClient() as c: c.embed(["hello"])``."""
 
-    def __init__(self, urls=None, token=None, policy=None, **httpx_kwargs):
+    def __init__(self, urls: str | list[str] | None = None, token: str | None = None,
+                 policy: RetryPolicy | None = None, **httpx_kwargs):
         super().__init__(urls, token, policy)
         self._http = httpx.Client(**httpx_kwargs)
 
@@ -316,7 +320,8 @@ class AsyncHerClient(_Config, _Endpoints):
     """Asyncio client: the same methods as ``HerClient``, each awaited
     (``stream_speech`` is an async iterator)."""
 
-    def __init__(self, urls=None, token=None, policy=None, **httpx_kwargs):
+    def __init__(self, urls: str | list[str] | None = None, token: str | None = None,
+                 policy: RetryPolicy | None = None, **httpx_kwargs):
         super().__init__(urls, token, policy)
         self._http = httpx.AsyncClient(**httpx_kwargs)
 

@@ -108,9 +108,13 @@ class RetryPolicy:
         return (rng or random).uniform(0.0, cap)
 
     def retryable(self, status: int | None = None, error: BaseException | None = None) -> bool:
-        """Transport failures (nothing or a broken answer came back) and listed statuses."""
+        """Network failures, timeouts, answers cut short, and the listed statuses.
+
+        Not a malformed URL or a local protocol misuse: those fail the same way every time.
+        """
         if error is not None:
-            return isinstance(error, httpx.TransportError)
+            return isinstance(error, (httpx.NetworkError, httpx.TimeoutException,
+                                      httpx.RemoteProtocolError))
         return status in self.retry_statuses
 
     def start(self, urls: list[str], rng: random.Random | None = None) -> "Attempts":

@@ -50,6 +50,13 @@ def test_an_unreachable_server_is_one_readable_line():
     assert "Traceback" not in result.output
 
 
+def test_a_request_the_client_refuses_is_a_readable_error():
+    for args in (["--url", "panda:8000", "embed", "hi"], ["embed", " "]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "error:" in result.output and "Traceback" not in result.output
+
+
 def render(renderable) -> str:
     console = Console(width=200, record=True)
     console.print(renderable)

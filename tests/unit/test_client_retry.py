@@ -64,6 +64,8 @@ def test_transport_errors_are_retryable_other_exceptions_not():
     policy = RetryPolicy()
     assert policy.retryable(error=httpx.ConnectError("refused"))
     assert policy.retryable(error=httpx.ReadTimeout("slow"))
+    assert policy.retryable(error=httpx.RemoteProtocolError("cut short"))
+    assert not policy.retryable(error=httpx.UnsupportedProtocol("no scheme"))
     assert not policy.retryable(error=ValueError("bug"))
 
 
@@ -146,6 +148,8 @@ def test_urls_from_env(monkeypatch):
     assert urls_from_env(["http://x/"]) == ["http://x"]
     monkeypatch.delenv("HER_SERVE_URLS")
     assert urls_from_env() == ["http://127.0.0.1:8000"]
+    with pytest.raises(ValueError, match="http://"):
+        urls_from_env("panda:8000")
 
 
 def test_tts_audio_reads_the_chatterbox_headers():
