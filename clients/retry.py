@@ -63,6 +63,10 @@ class HerServeError(Exception):
                    url=str(response.request.url), **kw)
 
 
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+"""Failures before the request left: another URL can take it at once."""
+
+
 class DeadlineExceeded(HerServeError, TimeoutError):
     """The call's deadline passed before any attempt succeeded."""
 
@@ -127,10 +131,10 @@ class RetryPolicy:
 class Attempts:
     """One call's walk through the policy: which URL next, how long to wait, when to stop.
 
-    URLs rotate on every retry, the first preferred. A URL that refused a
-    connection is skipped for the rest of the call (until every URL has
-    refused): the request was never sent there, so the next URL goes at once.
-    Every other retry backs off, or waits what Retry-After asks.
+    URLs rotate on every retry, the first preferred. A URL that could not be
+    connected to is skipped for the rest of the call (until no URL is left):
+    the request was never sent there, so the next URL goes at once. Every
+    other retry backs off, or waits what Retry-After asks.
     """
 
     policy: RetryPolicy
@@ -179,7 +183,7 @@ class Attempts:
         else:
             failure = self._transport_failure(error, request_id)
             retry = self.policy.retryable(error=error)
-            if isinstance(error, httpx.ConnectError):
+            if isinstance(error, NEVER_SENT):
                 self.refused.add(self._url)
         self.last_error = failure
         if not retry:
@@ -197,7 +201,7 @@ class Attempts:
         hinted = retry_after_s(response.headers.get("retry-after")) if response else None
         if hinted is not None:
             return min(hinted, self.policy.max_retry_after_s)
-        if isinstance(error, httpx.ConnectError) and not self.refused >= set(self.urls):
+        if isinstance(error, NEVER_SENT) and not self.refused >= set(self.urls):
             return 0.0
         return self.policy.backoff_s(self.made - 1, self.rng)
 

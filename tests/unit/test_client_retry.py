@@ -93,6 +93,13 @@ def test_a_refusing_url_is_skipped_and_the_next_tried_without_waiting():
     assert attempts.next()[0] == "http://b"  # a refused: skipped for this call
 
 
+def test_an_unanswered_connect_also_moves_on_at_once():
+    attempts = RetryPolicy(backoff_base_s=1.0).start(["http://a", "http://b"])
+    attempts.next()
+    assert attempts.failed(error=httpx.ConnectTimeout("no route")) == 0.0
+    assert attempts.next()[0] == "http://b"
+
+
 def test_when_every_url_refuses_it_backs_off_then_tries_them_all_again():
     attempts = RetryPolicy(backoff_base_s=1.0, backoff_max_s=1.0).start(["http://a", "http://b"])
     delays = []
