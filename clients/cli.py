@@ -1,0 +1,189 @@
+"""``her-serve``: the cluster from a terminal (status, capacity, say, transcribe, embed, retrieve).
+
+Server errors print as one readable line and exit 1; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import io
+import wave
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from clients import tables
+from clients.client import HerClient
+from clients.retry import HerServeError, RetryPolicy
+
+try:
+    from clients.status_view import render_status
+except ModuleNotFoundError as exc:  # the status renderer is being written on another branch
+    if exc.name != "clients.status_view":
+        raise
+    render_status = tables.generic
+
+app = typer.Typer(
+    name="her-serve",
+    help="Talk to the her-serve cluster (URLs from --url or HER_SERVE_URLS, "
+         "token from --token or HER_SERVE_TOKEN).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+@dataclass
+class Options:
+    urls: list[str] | None
+    token: str | None
+    deadline_s: float
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    url: Optional[List[str]] = typer.Option(
+        None, "--url", help="Base URL, repeatable, preferred first (else env HER_SERVE_URLS, "
+                            "comma-separated, else http://127.0.0.1:8000)"),
+    token: Optional[str] = typer.Option(None, "--token", envvar="HER_SERVE_TOKEN",
+                                        show_envvar=True, help="Auth token"),
+    deadline: float = typer.Option(30.0, "--deadline", help="Seconds per command, retries included"),
+) -> None:
+    ctx.obj = Options(urls=url or None, token=token, deadline_s=deadline)
+
+
+@contextmanager
+def connect(ctx: typer.Context) -> Iterator[HerClient]:
+    """A client for one command. A HerServeError becomes one red line and exit code 1;
+    a request the client refuses to send (bad URL, empty text) exit code 2."""
+    opts: Options = ctx.obj
+    try:
+        with HerClient(opts.urls, opts.token, RetryPolicy(deadline_s=opts.deadline_s)) as client:
+            yield client
+    except HerServeError as exc:
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}")
+        if exc.url:
+            errors.print(f"[dim]  url: {escape(exc.url)}  request id: {exc.request_id}[/]")
+        raise typer.Exit(1) from None
+    except ValueError as exc:
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Nodes, deployments and replicas (GET /v1/status)."""
+    with connect(ctx) as client:
+        data = client.status()
+    console.print(render_status(data))
+
+
+@app.command()
+def models(ctx: typer.Context) -> None:
+    """What the cluster serves, and where (GET /v1/models)."""
+    with connect(ctx) as client:
+        cards = client.models()
+    console.print(tables.models_table(cards))
+
+
+@app.command()
+def capacity(
+    config: Path = typer.Argument(Path("serve_config.yaml"), help="Serve config to plan"),
+    nodes: Optional[Path] = typer.Option(None, "--nodes", help="Node definitions "
+                                         "[default: cluster/nodes.yaml]"),
+    planned: bool = typer.Option(True, "--planned/--enabled-only",
+                                 help="Count disabled (planned) deployments too"),
+) -> None:
+    """Does the config fit on Titan and Panda? (local: reads files, calls no server)"""
+    from cluster.capacity import check_files
+    from cluster.nodes import NODES_FILE
+
+    try:
+        loads, problems = check_files(config, nodes or NODES_FILE, planned)
+    except (OSError, ValueError, KeyError) as exc:
+        errors.print(f"[bold red]error:[/] cannot plan: {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    for table in tables.capacity_tables(loads):
+        console.print(table)
+    if problems:
+        raise typer.Exit(1)
+    console.print("[green]every node fits (failover targets included)[/]")
+
+
+@app.command()
+def say(
+    ctx: typer.Context,
+    text: str = typer.Argument(..., help="What to say"),
+    output: Path = typer.Option(..., "-o", "--output", help="WAV file to write"),
+    voice: str = typer.Option("af_heart", "--voice", help="Voice name"),
+    speed: float = typer.Option(1.0, "--speed"),
+) -> None:
+    """Text to a WAV file (POST /v1/audio/speech)."""
+    with connect(ctx) as client:
+        audio = client.speech(text, voice, response_format="wav", speed=speed)
+    output.write_bytes(audio)
+    console.print(f"wrote {escape(str(output))}: {len(audio)} bytes{_wav_summary(audio)}")
+
+
+def _wav_summary(audio: bytes) -> str:
+    try:
+        with wave.open(io.BytesIO(audio)) as w:
+            return f", {w.getnframes() / w.getframerate():.2f} s at {w.getframerate()} Hz"
+    except (wave.Error, EOFError):
+        return " (not a WAV header the wave module reads)"
+
+
+@app.command()
+def transcribe(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Audio file"),
+    language: Optional[str] = typer.Option(None, "--language", help="e.g. en; default: detect"),
+    response_format: str = typer.Option("json", "--format",
+                                        help="json, verbose_json, text, srt or vtt"),
+) -> None:
+    """Speech to text (POST /v1/audio/transcriptions)."""
+    with connect(ctx) as client:
+        result = client.transcribe(file.read_bytes(), file.name, language, response_format)
+    if isinstance(result, dict):
+        console.print(escape(result.get("text", "")))
+        rest = {k: v for k, v in result.items() if k != "text"}
+        if rest:
+            console.print(tables.generic(rest))
+    else:
+        console.print(escape(result))
+
+
+@app.command()
+def embed(
+    ctx: typer.Context,
+    texts: List[str] = typer.Argument(..., help="One or more texts"),
+    model: Optional[str] = typer.Option(None, "--model", help="default: the real-time embedder"),
+    query: bool = typer.Option(False, "--query", help="Embed as a search query"),
+) -> None:
+    """Embed texts: dims, norms and a preview (POST /v1/embeddings)."""
+    with connect(ctx) as client:
+        vectors = client.embed(texts, model=model, input_type="query" if query else "document")
+    console.print(tables.embeddings_table(texts, vectors))
+
+
+@app.command()
+def retrieve(
+    ctx: typer.Context,
+    query: str = typer.Argument(...),
+    k: int = typer.Option(10, "-k", help="How many results"),
+    hops: int = typer.Option(1, "--hops", help="Graph hops around the hits"),
+) -> None:
+    """Search the memory (POST /v1/retrieve)."""
+    with connect(ctx) as client:
+        result = client.retrieve(query, k=k, hops=hops)
+    console.print(tables.generic(result, title=f"retrieve: {escape(tables.clip(query, 40))}"))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,376 @@
+"""The her-serve client the phone daemon uses: ``HerClient`` (sync) and ``AsyncHerClient``.
+
+Both share the endpoint methods (``_Endpoints``: what to send, how to read the
+answer) and the retry policy (``clients.retry``); each only runs its own small
+send loop. Every call carries an ``Idempotency-Key`` that stays the same across
+retries and an ``X-Request-ID``. Nothing connects until a method is called.
+
+Base URLs come from ``urls=`` or ``HER_SERVE_URLS`` (comma-separated, Panda's
+local proxy first, then Titan's); the token from ``token=`` or ``HER_SERVE_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, AsyncIterator, Callable, Iterator
+
+import httpx
+
+from clients.retry import Attempts, HerServeError, RetryPolicy
+from graphs.schemas import EmbeddingRequest, EmbeddingResponse, Health, ModelList
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+"""Serve's proxy on this node: on Panda, the phone daemon's own machine."""
+CANCEL_DEADLINE_S = 5.0
+"""A barge-in cancel that lands seconds late is useless: give up sooner."""
+
+
+def urls_from_env(urls: str | list[str] | None = None) -> list[str]:
+    """Base URLs from the argument, else ``HER_SERVE_URLS``, else this node's proxy."""
+    if urls is None:
+        urls = os.environ.get("HER_SERVE_URLS") or DEFAULT_URL
+    if isinstance(urls, str):
+        urls = urls.split(",")
+    cleaned = [u.strip().rstrip("/") for u in urls if u.strip()]
+    if not cleaned:
+        raise ValueError("no base URL: pass urls=[...] or set HER_SERVE_URLS")
+    bad = [u for u in cleaned if not u.startswith(("http://", "https://"))]
+    if bad:
+        raise ValueError(f"base URLs need http:// or https://: {bad}")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class TTSAudio:
+    """``/v1/tts``'s answer: raw little-endian int16 PCM and how to play it."""
+
+    pcm: bytes
+    sample_rate: int
+    channels: int = 1
+    engine: str | None = None
+    """Which engine spoke (``X-TTS-Engine``), e.g. a fallback when Chatterbox is down."""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / (2 * self.channels * self.sample_rate)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP call, described once for both clients."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], Any] = lambda r: r.json()
+    json: Any = None
+    files: dict | None = None
+    data: dict | None = None
+    idempotency_key: str | None = None
+    deadline_s: float | None = None
+
+
+def _json_or_text(response: httpx.Response) -> Any:
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return response.json()
+    return response.text
+
+
+def _vectors(response: httpx.Response) -> list[list[float]]:
+    body = EmbeddingResponse.model_validate(response.json())
+    return [d.embedding for d in sorted(body.data, key=lambda d: d.index)]
+
+
+def _tts_audio(response: httpx.Response) -> TTSAudio:
+    return TTSAudio(
+        pcm=response.content,
+        sample_rate=int(response.headers.get("x-sample-rate", 24000)),
+        channels=int(response.headers.get("x-channels", 1)),
+        engine=response.headers.get("x-tts-engine"),
+    )
+
+
+class _Endpoints:
+    """The API, written once. ``_call`` and ``_stream`` are sync or async per client,
+    so on ``AsyncHerClient`` every method returns an awaitable (or an async iterator)."""
+
+    def health(self) -> Health:
+        return self._call(Call("GET", "/health", lambda r: Health.model_validate(r.json())))
+
+    def models(self) -> ModelList:
+        return self._call(Call("GET", "/v1/models", lambda r: ModelList.model_validate(r.json())))
+
+    def status(self) -> dict:
+        return self._call(Call("GET", "/v1/status"))
+
+    def embed(
+        self,
+        texts: str | list[str],
+        model: str | None = None,
+        input_type: str = "document",
+        idempotency_key: str | None = None,
+    ) -> list[list[float]]:
+        body = EmbeddingRequest(input=texts, model=model, input_type=input_type)
+        return self._call(Call("POST", "/v1/embeddings", _vectors,
+                               json=body.model_dump(exclude_none=True),
+                               idempotency_key=idempotency_key))
+
+    def tts(
+        self,
+        text: str,
+        reference_audio: str | None = None,
+        exaggeration: float = 0.3,
+        cfg_weight: float = 0.3,
+        temperature: float = 0.6,
+        idempotency_key: str | None = None,
+    ) -> TTSAudio:
+        """The phone daemon's Chatterbox contract (production defaults)."""
+        body = {"text": text, "reference_audio": reference_audio, "exaggeration": exaggeration,
+                "cfg_weight": cfg_weight, "temperature": temperature}
+        return self._call(Call("POST", "/v1/tts", _tts_audio, json=body,
+                               idempotency_key=idempotency_key))
+
+    def speech(
+        self,
+        text: str,
+        voice: str,
+        response_format: str = "wav",
+        speed: float = 1.0,
+        sample_rate: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> bytes:
+        """OpenAI's ``/v1/audio/speech``: the whole file at once."""
+        return self._call(_speech_call(text, voice, response_format, speed, sample_rate,
+                                       idempotency_key))
+
+    def stream_speech(
+        self,
+        text: str,
+        voice: str,
+        response_format: str = "pcm",
+        speed: float = 1.0,
+        sample_rate: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Iterator[bytes]:
+        """Audio chunks as they are made. Retried only until the first byte arrives;
+        nothing is sent before the iteration starts."""
+        return self._stream(_speech_call(text, voice, response_format, speed, sample_rate,
+                                         idempotency_key))
+
+    def transcribe(
+        self,
+        audio: bytes,
+        filename: str = "audio.wav",
+        language: str | None = None,
+        response_format: str = "json",
+        idempotency_key: str | None = None,
+    ) -> dict | str:
+        """OpenAI's ``/v1/audio/transcriptions``: a dict for json formats, else the text."""
+        data = {"response_format": response_format}
+        if language:
+            data["language"] = language
+        return self._call(Call("POST", "/v1/audio/transcriptions", _json_or_text,
+                               files={"file": (filename, audio)}, data=data,
+                               idempotency_key=idempotency_key))
+
+    def cancel(self) -> Any:
+        """Barge-in: stop the running synthesis."""
+        return self._call(Call("POST", "/cancel", _json_or_text, deadline_s=CANCEL_DEADLINE_S))
+
+    def retrieve(
+        self, query: str, k: int = 10, hops: int = 1, idempotency_key: str | None = None
+    ) -> dict:
+        return self._call(Call("POST", "/v1/retrieve", json={"query": query, "k": k, "hops": hops},
+                               idempotency_key=idempotency_key))
+
+    def ingest(self, documents: list[dict], idempotency_key: str | None = None) -> dict:
+        """Documents are ``{"id", "text", "metadata"}``; a retried ingest keeps its key."""
+        return self._call(Call("POST", "/v1/ingest", json={"documents": documents},
+                               idempotency_key=idempotency_key))
+
+    def _call(self, call: Call) -> Any:
+        raise NotImplementedError
+
+    def _stream(self, call: Call) -> Any:
+        raise NotImplementedError
+
+
+def _speech_call(text, voice, response_format, speed, sample_rate, idempotency_key) -> Call:
+    body = {"input": text, "voice": voice, "response_format": response_format, "speed": speed}
+    if sample_rate is not None:
+        body["sample_rate"] = sample_rate
+    return Call("POST", "/v1/audio/speech", lambda r: r.content, json=body,
+                idempotency_key=idempotency_key)
+
+
+class _Config:
+    """Settings both clients read: URLs, token, policy, and the per-call headers."""
+
+    def __init__(
+        self,
+        urls: str | list[str] | None = None,
+        token: str | None = None,
+        policy: RetryPolicy | None = None,
+    ):
+        self.urls = urls_from_env(urls)
+        self.token = token if token is not None else os.environ.get("HER_SERVE_TOKEN", "")
+        self.policy = policy or RetryPolicy()
+
+    def _attempts(self, call: Call) -> Attempts:
+        policy = self.policy
+        if call.deadline_s is not None:
+            policy = replace(policy, deadline_s=min(policy.deadline_s, call.deadline_s))
+        return policy.start(self.urls)
+
+    def _headers(self, call: Call) -> dict[str, str]:
+        headers = {
+            "Idempotency-Key": call.idempotency_key or str(uuid.uuid4()),
+            "X-Request-ID": uuid.uuid4().hex,
+        }
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    @staticmethod
+    def _parse(call: Call, response: httpx.Response, headers: dict[str, str]) -> Any:
+        """The parsed answer; a body that breaks the contract is a HerServeError too."""
+        try:
+            return call.parse(response)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HerServeError(
+                f"unexpected answer from {call.method} {call.path}: {exc}",
+                status=response.status_code, type="bad_response",
+                url=str(response.request.url), request_id=headers["X-Request-ID"],
+            ) from exc
+
+    @staticmethod
+    def _request(http, call: Call, url: str, timeout: httpx.Timeout, headers) -> httpx.Request:
+        return http.build_request(call.method, url + call.path, json=call.json, files=call.files,
+                                  data=call.data, headers=headers, timeout=timeout)
+
+
+def _broken_stream(exc: httpx.TransportError, headers: dict[str, str]) -> HerServeError:
+    return HerServeError(f"stream broke after the first byte ({type(exc).__name__}: {exc}); "
+                         "not retried", type="connection_error",
+                         request_id=headers["X-Request-ID"])
+
+
+class HerClient(_Config, _Endpoints):
+    """Blocking client. ``with HerClient() as c: c.embed(["hello"])``."""
+
+    def __init__(self, urls: str | list[str] | None = None, token: str | None = None,
+                 policy: RetryPolicy | None = None, **httpx_kwargs):
+        super().__init__(urls, token, policy)
+        self._http = httpx.Client(**httpx_kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "HerClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _send(self, call: Call, headers: dict[str, str], stream: bool):
+        """The retry loop: the response (and for streams its first chunk) once one succeeds."""
+        attempts = self._attempts(call)
+        while True:
+            url, timeout = attempts.next()
+            request = self._request(self._http, call, url, timeout, headers)
+            response = None
+            try:
+                response = self._http.send(request, stream=stream)
+                if response.is_success:
+                    chunks = response.iter_bytes() if stream else None
+                    first = next(chunks, b"") if stream else b""
+                    kept, response = response, None  # the caller closes it
+                    return kept, chunks, first
+                response.read()
+                delay = attempts.failed(response=response, request_id=headers["X-Request-ID"])
+            except httpx.TransportError as exc:
+                delay = attempts.failed(error=exc, request_id=headers["X-Request-ID"])
+            finally:
+                if response is not None:
+                    response.close()
+            time.sleep(delay)
+
+    def _call(self, call: Call) -> Any:
+        headers = self._headers(call)
+        response, _, _ = self._send(call, headers, stream=False)
+        return self._parse(call, response, headers)
+
+    def _stream(self, call: Call) -> Iterator[bytes]:
+        headers = self._headers(call)
+        response, chunks, first = self._send(call, headers, stream=True)
+        try:
+            if first:
+                yield first
+            yield from chunks
+        except httpx.TransportError as exc:
+            raise _broken_stream(exc, headers) from exc
+        finally:
+            response.close()
+
+
+class AsyncHerClient(_Config, _Endpoints):
+    """Asyncio client: the same methods as ``HerClient``, each awaited
+    (``stream_speech`` is an async iterator)."""
+
+    def __init__(self, urls: str | list[str] | None = None, token: str | None = None,
+                 policy: RetryPolicy | None = None, **httpx_kwargs):
+        super().__init__(urls, token, policy)
+        self._http = httpx.AsyncClient(**httpx_kwargs)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncHerClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def _send(self, call: Call, headers: dict[str, str], stream: bool):
+        """The retry loop: the response (and for streams its first chunk) once one succeeds."""
+        attempts = self._attempts(call)
+        while True:
+            url, timeout = attempts.next()
+            request = self._request(self._http, call, url, timeout, headers)
+            response = None
+            try:
+                response = await self._http.send(request, stream=stream)
+                if response.is_success:
+                    chunks = response.aiter_bytes() if stream else None
+                    first = await anext(chunks, b"") if stream else b""
+                    kept, response = response, None  # the caller closes it
+                    return kept, chunks, first
+                await response.aread()
+                delay = attempts.failed(response=response, request_id=headers["X-Request-ID"])
+            except httpx.TransportError as exc:
+                delay = attempts.failed(error=exc, request_id=headers["X-Request-ID"])
+            finally:
+                if response is not None:
+                    await response.aclose()
+            await asyncio.sleep(delay)
+
+    async def _call(self, call: Call) -> Any:
+        headers = self._headers(call)
+        response, _, _ = await self._send(call, headers, stream=False)
+        return self._parse(call, response, headers)
+
+    async def _stream(self, call: Call) -> AsyncIterator[bytes]:
+        headers = self._headers(call)
+        response, chunks, first = await self._send(call, headers, stream=True)
+        try:
+            if first:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        except httpx.TransportError as exc:
+            raise _broken_stream(exc, headers) from exc
+        finally:
+            await response.aclose()

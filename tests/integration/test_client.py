@@ -1,0 +1,93 @@
+"""HerClient, AsyncHerClient and the CLI against the real two-node test cluster.
+
+Only routes that are live on this branch (health, models, embeddings); the
+speech and retrieval routes are checked once they are merged.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import pytest
+from typer.testing import CliRunner
+
+from clients import AsyncHerClient, HerClient, HerServeError, RetryPolicy
+from clients.cli import app
+
+
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def client(serve_cluster):
+    with HerClient([serve_cluster.base_url], serve_cluster.token) as c:
+        yield c
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(
+        sum(x * x for x in a) * sum(y * y for y in b))
+
+
+def test_health_and_models(client):
+    assert client.health().deployments["Embedder"] == "ready"
+    cards = {c.deployment: c for c in client.models().data}
+    assert cards["Embedder"].status == "ready" and cards["Embedder"].task
+
+
+def test_embed_gives_real_minilm_vectors(client):
+    cat, kitten, invoice = client.embed(
+        ["a cat sleeps on the sofa", "a kitten naps on the couch", "quarterly tax invoice due"])
+    assert len(cat) == 384
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-3 for v in (cat, kitten, invoice))
+    assert cosine(cat, kitten) > cosine(cat, invoice) + 0.2
+
+
+def test_a_dead_url_first_then_the_cluster(serve_cluster):
+    with HerClient([dead_url(), serve_cluster.base_url], serve_cluster.token) as c:
+        assert len(c.embed("hello")[0]) == 384
+
+
+def test_a_wrong_token_is_401_and_not_retried(serve_cluster):
+    with HerClient([serve_cluster.base_url], "wrong-token") as c, \
+            pytest.raises(HerServeError) as err:
+        c.embed("hello")
+    assert err.value.status == 401 and err.value.type == "authentication_error"
+    assert err.value.attempts == 1
+
+
+def test_an_unknown_model_carries_the_servers_message(client):
+    with pytest.raises(HerServeError) as err:
+        client.embed("hello", model="no-such-model")
+    assert err.value.status == 404 and err.value.code == "model_not_found"
+    assert "no-such-model" in err.value.message and err.value.attempts == 1
+
+
+async def test_async_client_embeds(serve_cluster):
+    policy = RetryPolicy(deadline_s=30)
+    async with AsyncHerClient([dead_url(), serve_cluster.base_url], serve_cluster.token,
+                              policy) as c:
+        vectors = await c.embed(["one", "two"], input_type="query")
+    assert [len(v) for v in vectors] == [384, 384]
+
+
+def test_cli_embed_and_models(serve_cluster):
+    runner = CliRunner()
+    base = ["--url", serve_cluster.base_url, "--token", serve_cluster.token]
+    result = runner.invoke(app, [*base, "embed", "hello world", "goodbye"])
+    assert result.exit_code == 0, result.output
+    assert "384" in result.output and "1.0000" in result.output
+    result = runner.invoke(app, [*base, "models"])
+    assert result.exit_code == 0, result.output
+    assert "Embedder" in result.output and "ready" in result.output
+
+
+def test_cli_wrong_token_is_a_readable_error(serve_cluster):
+    result = CliRunner().invoke(app, ["--url", serve_cluster.base_url, "--token", "nope",
+                                      "embed", "hello"])
+    assert result.exit_code == 1
+    assert "HTTP 401" in result.output and "Traceback" not in result.output
