@@ -18,6 +18,16 @@ fi
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN
 # Notice a dead node in ~1.5 s instead of ~30 s (TTS failover depends on it).
 export RAY_health_check_period_ms=500 RAY_health_check_timeout_ms=1000 RAY_health_check_failure_threshold=3
+if [ "$node" = titan ]; then
+  # GCS fault tolerance: the head keeps cluster state in the Redis already on Titan,
+  # so a restarted head picks up the running cluster instead of starting a new one.
+  export RAY_REDIS_ADDRESS=${RAY_REDIS_ADDRESS:-127.0.0.1:6379}
+  export RAY_external_storage_namespace=${RAY_external_storage_namespace:-her-serve}
+else
+  # While Titan is down, Panda's raylet, proxy and replicas keep serving what they
+  # can (TTS for the phone) and wait this long for the head before giving up.
+  export RAY_gcs_rpc_server_reconnect_timeout_s=${RAY_gcs_rpc_server_reconnect_timeout_s:-3600}
+fi
 cd "$(dirname "$0")/.."
 cmd=$(python3 -m cluster.nodes "$node" "${HEAD:-}")
 echo "+ $cmd"
