@@ -40,6 +40,15 @@ class EmbeddingSettings(BaseModel):
     """Tokens per input seen by the model (inputs are truncated to this)."""
 
 
+class HttpSettings(BaseModel):
+    route_timeout_s: float = 30.0
+    """A response must start within this, or the gateway answers 504."""
+    route_timeouts: dict[str, float] = Field(
+        default_factory=lambda: {"/v1/audio/transcriptions": 120.0, "/v1/ingest": 120.0}
+    )
+    """Longer deadlines by path prefix."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SERVE_", env_nested_delimiter="__", extra="ignore"
@@ -52,4 +61,5 @@ class Settings(BaseSettings):
     data_dir: Path = Path.home() / ".local" / "share" / "her-serve"
     """Embedded stores (Qdrant local mode, graph store) and joined model files."""
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from deployments.settings import Settings
-from graphs.http import APIError, TokenAuth
+from graphs.http import APIError, RouteTimeout, TokenAuth
 from graphs.routes import embeddings, models
 from graphs.services import Services
 
@@ -45,7 +45,14 @@ def build_http_app(services: Services, settings: Settings) -> Starlette:
             *models.routes(services, token_configured=bool(settings.auth.token)),
             *embeddings.routes(services, settings.embedding),
         ],
-        middleware=[Middleware(TokenAuth, token=settings.auth.token)],
+        middleware=[
+            Middleware(TokenAuth, token=settings.auth.token),
+            Middleware(
+                RouteTimeout,
+                default_s=settings.http.route_timeout_s,
+                per_prefix=settings.http.route_timeouts,
+            ),
+        ],
         exception_handlers={
             APIError: api_error,
             BackPressureError: backpressure,

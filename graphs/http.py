@@ -6,6 +6,7 @@ nothing here lets a bad request reach a model.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -150,3 +151,46 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+class RouteTimeout:
+    """ASGI middleware: a response must *start* within its route's deadline, or 504 JSON.
+
+    Once the first byte is out (a stream has begun) the deadline no longer
+    applies; streams have per-step deadlines of their own.
+    """
+
+    def __init__(self, app: ASGIApp, default_s: float, per_prefix: dict[str, float] | None = None):
+        self.app = app
+        self.default_s = default_s
+        self.per_prefix = sorted((per_prefix or {}).items(), key=lambda kv: -len(kv[0]))
+
+    def deadline(self, path: str) -> float:
+        return next((s for prefix, s in self.per_prefix if path.startswith(prefix)), self.default_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = asyncio.Event()
+
+        async def send_marking(message) -> None:
+            if message["type"] == "http.response.start":
+                started.set()
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, send_marking))
+        waiter = asyncio.ensure_future(started.wait())
+        deadline = self.deadline(scope["path"])
+        done, _ = await asyncio.wait({task, waiter}, timeout=deadline,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await APIError(
+                504, f"no response within {deadline:g} s", type="timeout",
+                headers={"Retry-After": "1"},
+            ).response()(scope, receive, send)
+            return
+        await task

@@ -62,3 +62,17 @@ def test_api_error_envelope():
     r = APIError(422, "input: bad", param="input").response()
     assert r.status_code == 422
     assert r.body == b'{"error":{"message":"input: bad","type":"invalid_request_error","param":"input"}}'
+
+
+def test_route_timeout_answers_504_json_and_spares_fast_routes():
+    from graphs.http import RouteTimeout
+
+    async def slow_app(scope, receive, send):
+        await asyncio.sleep(5)
+        await ok_app(scope, receive, send)
+
+    slow = RouteTimeout(slow_app, default_s=5, per_prefix={"/v1/tts": 0.2})
+    status, body = call(slow, path="/v1/tts")
+    assert status == 504 and b'"type":"timeout"' in body
+    fast = RouteTimeout(ok_app, default_s=0.2)
+    assert call(fast, path="/v1/tts") == (200, b"ok")
