@@ -64,6 +64,9 @@ class ServeCluster:
     nodes: dict  # host label -> ray._private.node.Node
     base_url: str
     token: str
+    metrics_ports: dict[str, int]
+    """Host label -> that node's Prometheus export port (scrape /metrics there)."""
+    ray_tmpdir: Path
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -72,10 +75,15 @@ class ServeCluster:
         return httpx.Client(base_url=self.base_url, headers=self.headers(), timeout=60, **kw)
 
 
+def load_serve_app() -> dict:
+    """The assistant application's entry from the real serve_config.yaml."""
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    return next(a for a in config["applications"] if a["name"] == "assistant")
+
+
 def load_serve_args() -> dict:
     """The assistant app's args from the real serve_config.yaml."""
-    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
-    return next(a for a in config["applications"] if a["name"] == "assistant")["args"]
+    return load_serve_app()["args"]
 
 
 @pytest.fixture(scope="session")
@@ -99,11 +107,12 @@ def serve_cluster() -> ServeCluster:
 
     defs = load_nodes()
     common = {"num_cpus": 8, "object_store_memory": 200 * 1024 * 1024}
+    head_ports, panda_ports = node_ports(), node_ports()
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
             **common,
-            **node_ports(),
+            **head_ports,
             "gcs_server_port": free_port(),
             "dashboard_port": free_port(),
             "num_gpus": defs["titan"].gpus,
@@ -113,7 +122,7 @@ def serve_cluster() -> ServeCluster:
     )
     panda = cluster.add_node(
         **common,
-        **node_ports(),
+        **panda_ports,
         num_gpus=defs["panda"].gpus,
         labels=defs["panda"].labels,
         resources=defs["panda"].resources,
@@ -121,9 +130,14 @@ def serve_cluster() -> ServeCluster:
     ray.init(address=cluster.address, logging_level="ERROR")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
-    serve.run(build_app(load_serve_args()), name="assistant", route_prefix="/", blocking=False)
+    app = load_serve_app()
+    serve.run(build_app(app["args"]), name="assistant", route_prefix="/", blocking=False,
+              logging_config=app.get("logging_config"))
     sc = ServeCluster(cluster, {"titan": cluster.head_node, "panda": panda},
-                      f"http://127.0.0.1:{port}", TEST_TOKEN)
+                      f"http://127.0.0.1:{port}", TEST_TOKEN,
+                      {"titan": head_ports["metrics_export_port"],
+                       "panda": panda_ports["metrics_export_port"]},
+                      Path(os.environ["RAY_TMPDIR"]))
     _wait_running(sc)
     yield sc
     # ray.shutdown() alone: serve.shutdown() costs ~5 s and the processes die with the cluster.

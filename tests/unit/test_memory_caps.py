@@ -96,3 +96,13 @@ def test_other_errors_pass_through_unchanged():
 )
 def test_error_kinds(exc, kind):
     assert error_kind(exc) == kind
+
+
+def test_gpu_memory_error_keeps_its_message_across_a_handle():
+    """The gateway's 503 handler matches RayTaskError(GPUMemoryExceeded) and shows its cause."""
+    from ray.exceptions import RayTaskError
+
+    cause = GPUMemoryExceeded("Embedder needed more GPU memory than its cap of 1.1 GB")
+    remote = RayTaskError("embed", "Traceback ...", cause).as_instanceof_cause()
+    assert isinstance(remote, GPUMemoryExceeded)
+    assert str(getattr(remote, "cause", remote)) == str(cause)
