@@ -1,0 +1,1 @@
+"""Clients of the her-serve HTTP API (CLI, status views)."""
