@@ -37,8 +37,11 @@ def _describe_blob(value: object) -> object:
     return value
 
 
+_TRACEBACKS = logging.Formatter()
+
+
 class RedactSecrets(logging.Filter):
-    """Renders the message with blobs described, then redacts token values."""
+    """Renders the message (and traceback) with blobs described, then redacts token values."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, dict):
@@ -53,6 +56,9 @@ class RedactSecrets(logging.Filter):
         except (TypeError, ValueError):  # a malformed log call: keep what it said
             text = f"{message} {args}"
         record.msg, record.args = redact(text), None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text, so the traceback is written redacted too.
+            record.exc_text = redact(_TRACEBACKS.formatException(record.exc_info))
         return True
 
 

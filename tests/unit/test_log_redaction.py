@@ -69,3 +69,14 @@ def test_install_is_idempotent(captured):
     install_redaction(logger.name)
     logger.info("once")
     assert stream.getvalue() == "once\n"
+
+
+def test_traceback_text_is_redacted(captured):
+    logger, stream = captured
+    try:
+        raise PermissionError(f"upstream refused Authorization: Bearer {TOKEN}")
+    except PermissionError:
+        logger.exception("call failed")
+    text = stream.getvalue()
+    assert "PermissionError" in text and "Traceback" in text
+    assert TOKEN not in text
