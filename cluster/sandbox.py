@@ -39,10 +39,15 @@ def node_ports() -> dict[str, int]:
     }
 
 
+def serve_app(config: Path = REPO / "serve_config.yaml", app: str = "assistant") -> dict:
+    """An application's entry (import_path, args, logging_config...) from a Serve config file."""
+    parsed = yaml.safe_load(config.read_text())
+    return next(a for a in parsed["applications"] if a["name"] == app)
+
+
 def serve_args(config: Path = REPO / "serve_config.yaml", app: str = "assistant") -> dict:
     """An application's args from a Serve config file."""
-    parsed = yaml.safe_load(config.read_text())
-    return next(a for a in parsed["applications"] if a["name"] == app)["args"]
+    return serve_app(config, app)["args"]
 
 
 @dataclass
@@ -51,7 +56,9 @@ class Sandbox:
     nodes: dict  # host label -> ray._private.node.Node
     base_url: str
     token: str
+    ray_tmpdir: Path
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    """Host label -> that node's Prometheus export port (scrape /metrics there)."""
     worker_args: dict[str, dict] = field(default_factory=dict)
     """How each worker node was started, so a killed one can come back the same."""
 
@@ -75,7 +82,8 @@ class Sandbox:
 
         from graphs.app import build_app
 
-        serve.run(build_app(args), name="assistant", route_prefix="/", blocking=False)
+        serve.run(build_app(args), name="assistant", route_prefix="/", blocking=False,
+                  logging_config=serve_app().get("logging_config"))
         self.wait_running()
 
     def wait_running(self, timeout_s: float = 900) -> None:
@@ -141,6 +149,7 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8) -> Sandbo
         {"titan": cluster.head_node, "panda": panda},
         f"http://127.0.0.1:{port}",
         token,
+        Path(os.environ["RAY_TMPDIR"]),
         {"titan": head_ports["metrics_export_port"], "panda": panda_ports["metrics_export_port"]},
         {"panda": panda_args},
     )

@@ -214,8 +214,9 @@ class Embedder(ModelReplica):
     async def embed(
         self, texts: list[str], is_query: bool = False, dimensions: int | None = None
     ) -> dict:
-        self.engine.check_dimensions(dimensions)
-        result = await self._embed_batch((texts, is_query, dimensions))
+        with self.metrics.observe("embed"):
+            self.engine.check_dimensions(dimensions)
+            result = await self._embed_batch((texts, is_query, dimensions))
         return {"vectors": result.vectors, "tokens": result.tokens}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
@@ -230,6 +231,7 @@ class Embedder(ModelReplica):
         results: list[Embeddings | None] = [None] * len(requests)
         for (is_query, dimensions), members in groups.items():
             texts = [t for i in members for t in requests[i][0]]
+            self.metrics.batch("embed", len(texts))
             merged = self.engine.embed(texts, is_query, dimensions)
             start = 0
             for i in members:

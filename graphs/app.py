@@ -14,6 +14,7 @@ from typing import Callable
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
+from cluster.nodes import load_nodes
 from deployments import embedding
 from deployments.profile import resolve_profile
 from deployments.settings import Settings
@@ -74,7 +75,9 @@ def build_app(args: dict) -> Application:
         )
     gateway_spec = app_args.deployments.get("Gateway", DeploymentSpec(max_ongoing_requests=200))
     tasks = {name: MODEL_DEPLOYMENTS[name].task for name in app_args.deployments if name in MODEL_DEPLOYMENTS}
-    return Gateway.options(**gateway_spec.ray_options()).bind(settings, handles, unavailable, tasks)
+    return Gateway.options(**gateway_spec.ray_options()).bind(
+        settings, handles, unavailable, tasks, app_args, load_nodes()
+    )
 
 
 def _why_not(name: str, spec: DeploymentSpec, settings: Settings, profile: str) -> str:

@@ -16,15 +16,23 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from cluster.nodes import Node
+from deployments.logs import install_redaction
+from deployments.metrics import GPUMemoryExceeded
+from deployments.profile import current_placement
 from deployments.settings import Settings
 from graphs.http import APIError, RouteTimeout, TokenAuth
-from graphs.routes import embeddings, models
+from graphs.metrics import RouteMetrics
+from graphs.routes import embeddings, models, status
 from graphs.services import Services
+from graphs.topology import AppArgs
 
 log = logging.getLogger("ray.serve")
 
 
-def build_http_app(services: Services, settings: Settings) -> Starlette:
+def build_http_app(
+    services: Services, settings: Settings, topology: AppArgs, nodes: dict[str, Node]
+) -> Starlette:
     """The Starlette app; separate from the deployment so it is built the same everywhere."""
 
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -36,16 +44,26 @@ def build_http_app(services: Services, settings: Settings) -> Starlette:
             headers={"Retry-After": "1"},
         ).response()
 
+    async def gpu_memory(_: Request, exc: GPUMemoryExceeded) -> JSONResponse:
+        # Over a handle the error arrives as RayTaskError(GPUMemoryExceeded); say only its cause.
+        return APIError(
+            503, str(getattr(exc, "cause", exc)), type="gpu_memory_exceeded",
+            headers={"Retry-After": "1"},
+        ).response()
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return APIError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
 
+    routes = [
+        *models.routes(services, token_configured=bool(settings.auth.token)),
+        *embeddings.routes(services, settings.embedding),
+        *status.routes(services, topology, nodes),
+    ]
     return Starlette(
-        routes=[
-            *models.routes(services, token_configured=bool(settings.auth.token)),
-            *embeddings.routes(services, settings.embedding),
-        ],
+        routes=routes,
         middleware=[
+            Middleware(RouteMetrics, routes=routes),
             Middleware(TokenAuth, token=settings.auth.token),
             Middleware(
                 RouteTimeout,
@@ -56,6 +74,7 @@ def build_http_app(services: Services, settings: Settings) -> Starlette:
         exception_handlers={
             APIError: api_error,
             BackPressureError: backpressure,
+            GPUMemoryExceeded: gpu_memory,
             Exception: unexpected,
         },
     )
@@ -70,9 +89,18 @@ class Gateway:
         handles: dict[str, DeploymentHandle],
         unavailable: dict[str, str],
         tasks: dict[str, str],
+        topology: AppArgs,
+        nodes: dict[str, Node],
     ):
+        install_redaction()
         self.settings = settings
+        self.topology = topology
+        self.nodes = nodes
         self.services = Services(handles=handles, unavailable=unavailable, tasks=tasks)
 
     def __serve_build_asgi_app__(self) -> Starlette:
-        return build_http_app(self.services, self.settings)
+        return build_http_app(self.services, self.settings, self.topology, self.nodes)
+
+    def info(self) -> dict:
+        """Where this replica runs, in the shape model replicas report (for /v1/status)."""
+        return {**current_placement().to_dict(), "backend": "Starlette", "device": "cpu"}

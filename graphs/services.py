@@ -29,9 +29,9 @@ class Services:
             return self.handles[name]
         raise unavailable(name, self.unavailable.get(name, "not part of this application"))
 
-    async def replica_info(self) -> dict[str, list[dict]]:
-        """``info()`` of every live replica of every deployment, cached briefly."""
-        if time.monotonic() - self._info_at < INFO_TTL_S and self._info:
+    async def replica_info(self, max_age_s: float = INFO_TTL_S) -> dict[str, list[dict]]:
+        """``info()`` of every live replica of every deployment, at most ``max_age_s`` old."""
+        if time.monotonic() - self._info_at < max_age_s and self._info:
             return self._info
 
         async def one(name: str, handle: DeploymentHandle) -> tuple[str, list[dict]]:
