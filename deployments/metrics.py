@@ -106,6 +106,8 @@ class ReplicaMetrics:
         self.batch_items.observe(items, tags={"method": method})
 
     def sample_gpu_memory(self) -> int | None:
+        """Refresh the memory gauges (a gauge set only once, at start-up, may never be exported)."""
+        self.gpu_cap.set(self.cap_gb * GIB)
         used = gpu_memory_used_bytes()
         if used is not None:
             self.gpu_used.set(used)
