@@ -63,10 +63,14 @@ def stage_timer(graph: str, stage: str, timings: dict[str, float] | None = None)
     try:
         yield
     finally:
-        ms = (time.perf_counter() - start) * 1000
-        _metrics().stage.observe(ms, tags={"graph": graph, "stage": stage})
-        if timings is not None:
-            timings[stage] = round(ms, 3)
+        record_stage(graph, stage, (time.perf_counter() - start) * 1000, timings)
+
+
+def record_stage(graph: str, stage: str, ms: float, timings: dict[str, float] | None = None) -> None:
+    """Record a stage measured some other way (time to first token, to first audio)."""
+    _metrics().stage.observe(ms, tags={"graph": graph, "stage": stage})
+    if timings is not None:
+        timings[stage] = round(ms, 3)
 
 
 def route_label(routes: list[BaseRoute], scope: Scope) -> str:
