@@ -4,21 +4,57 @@ TTS keeps one warm replica per node (``max_replicas_per_node: 1``). This
 router sends traffic to the replica on the most preferred live host (Kokoro:
 titan; Chatterbox: panda), uses the other one when the preferred replica is
 gone or full, and goes back by itself when the preferred node returns, since
-ranking happens per request. A caller retrying after a failure passes
-``avoid_host`` so the retry lands on the other node.
+ranking happens per request.
+
+The router runs inside the caller's process (the gateway, a graph), so the
+caller steers it and learns where a call went through two small in-process
+tables keyed by Serve's internal request id, which every handle call made
+while serving one HTTP request carries: ``steer_away`` before a retry,
+``served_by`` after a call.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Callable, Sequence, TypeVar
 
-from ray.serve.request_router import FIFOMixin, PendingRequest, RequestRouter, RunningReplica
-
-AVOID_HOST = "avoid_host"
-"""Keyword argument a caller passes to steer a retry away from a host."""
+from ray.serve.request_router import (
+    FIFOMixin, PendingRequest, ReplicaResult, RequestRouter, RunningReplica,
+)
 
 NODE_CACHE_S = 5.0
+TABLE_SIZE = 4096  # requests remembered; old entries fall off
+
+_avoid: OrderedDict[str, str] = OrderedDict()
+_served: OrderedDict[str, str] = OrderedDict()
+
+
+def _remember(table: OrderedDict, key: str, value: str) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > TABLE_SIZE:
+        table.popitem(last=False)
+
+
+def current_request_id() -> str:
+    """Serve's internal id of the request this code is serving ('' outside a request)."""
+    from ray.serve.context import _get_serve_request_context
+
+    return _get_serve_request_context()._internal_request_id
+
+
+def steer_away(request_id: str, host: str | None) -> None:
+    """Route this request's next calls away from ``host`` (None: no preference change)."""
+    if host:
+        _remember(_avoid, request_id, host)
+    else:
+        _avoid.pop(request_id, None)
+
+
+def served_by(request_id: str) -> str | None:
+    """The host of the replica this request's latest routed call went to."""
+    return _served.get(request_id)
 
 R = TypeVar("R")
 
@@ -70,5 +106,13 @@ class PreferredHostRouter(FIFOMixin, RequestRouter):
         candidate_replicas: list[RunningReplica],
         pending_request: PendingRequest | None = None,
     ) -> list[list[RunningReplica]]:
-        avoid = pending_request.kwargs.get(AVOID_HOST) if pending_request else None
+        avoid = _avoid.get(pending_request.metadata.internal_request_id) if pending_request else None
         return rank_by_host(candidate_replicas, self._host, self.hosts, avoid)
+
+    def on_request_routed(
+        self, pending_request: PendingRequest, replica_id, result: ReplicaResult
+    ) -> None:
+        replica = self._replicas.get(replica_id)
+        host = self._host(replica) if replica is not None else None
+        if host:
+            _remember(_served, pending_request.metadata.internal_request_id, host)

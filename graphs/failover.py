@@ -2,8 +2,8 @@
 
 Serve retries a request only when its replica died before accepting it; once
 accepted, a node's death fails it. So the gateway puts a deadline on each
-attempt and, when a replica dies or stalls, retries once with ``avoid_host``
-so PreferredHostRouter sends the retry to the other node. Model calls routed
+attempt and, when a replica dies or stalls, retries once, steering
+PreferredHostRouter away from the node the lost attempt went to. Model calls routed
 here are idempotent (same text in, same audio out), so a retry is safe.
 """
 
@@ -18,7 +18,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import ReplicaUnavailableError, RequestCancelledError
 from ray.serve.handle import DeploymentHandle
 
-from deployments.routing import AVOID_HOST
+from deployments import routing
 from graphs.http import APIError
 
 log = logging.getLogger("ray.serve")
@@ -34,19 +34,18 @@ REPLICA_LOST = (
 
 @dataclass(frozen=True)
 class Failover:
-    """Per-attempt deadline and the host order a deployment prefers."""
+    """A deadline per attempt and how many attempts (the retry goes to another node)."""
 
     attempt_timeout_s: float
-    preferred_host: str | None = None
     attempts: int = 2
 
     async def call(self, handle: DeploymentHandle, method: str, *args, **kwargs):
         """``await handle.<method>.remote(*args, **kwargs)`` with deadline and one retry."""
-        avoid = None
+        request_id = routing.current_request_id()
         start = time.monotonic()
         for attempt in range(1, self.attempts + 1):
             try:
-                response = getattr(handle, method).remote(*args, **kwargs, **{AVOID_HOST: avoid})
+                response = getattr(handle, method).remote(*args, **kwargs)
                 return await asyncio.wait_for(response, self.attempt_timeout_s)
             except (asyncio.TimeoutError, *REPLICA_LOST) as exc:
                 kind = "stalled" if isinstance(exc, asyncio.TimeoutError) else "lost"
@@ -62,5 +61,4 @@ class Failover:
                         type="timeout" if kind == "stalled" else "unavailable",
                         headers={"Retry-After": "1"},
                     ) from None
-                # The likeliest place the lost attempt ran is the preferred node.
-                avoid = self.preferred_host
+                routing.steer_away(request_id, routing.served_by(request_id))
