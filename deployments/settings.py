@@ -40,6 +40,41 @@ class EmbeddingSettings(BaseModel):
     """Tokens per input seen by the model (inputs are truncated to this)."""
 
 
+class StoreSettings(BaseModel):
+    """Where the retrieval stores live. Unset URLs mean the embedded defaults."""
+
+    postgres_url: str = ""
+    """asyncpg DSN (documents, entities, mentions). Empty: ingest keeps no relational copy."""
+    redis_url: str = ""
+    """Embedding cache and index-refresh events. Empty: ingest updates the indexes directly."""
+    qdrant_url: str = ""
+    """Qdrant server. Empty: Qdrant's embedded local mode under ``qdrant_path``."""
+    qdrant_path: Path | None = None
+    """Local-mode folder; default ``<data_dir>/qdrant``."""
+    graph_path: Path | None = None
+    """Embedded graph store (SQLite); default ``<data_dir>/graph.sqlite``."""
+    neo4j_uri: str = ""
+    """bolt:// URI. Set: the graph lives in Neo4j instead of the embedded store."""
+    neo4j_user: str = "neo4j"
+    neo4j_password: str = ""
+    collection: str = "memory"
+    """Qdrant collection of document vectors."""
+    redis_prefix: str = "her-serve"
+    """Namespace of every Redis key and of the index-refresh pub/sub channel."""
+    embedding_cache_ttl_s: int = 7 * 24 * 3600
+
+
+class NerSettings(BaseModel):
+    model: str = "urchade/gliner_multi-v2.1"
+    """GLiNER weights in the local model cache."""
+    default_labels: list[str] = ["person", "place", "organization", "event", "date"]
+    """Entity labels ingest asks for when a request names none."""
+    threshold: float = 0.5
+    max_labels: int = 32
+    max_text_chars: int = 8_000
+    """Longest text per NER call (GLiNER sees at most ~384 words anyway)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SERVE_", env_nested_delimiter="__", extra="ignore"
@@ -53,3 +88,5 @@ class Settings(BaseSettings):
     """Embedded stores (Qdrant local mode, graph store) and joined model files."""
     auth: AuthSettings = Field(default_factory=AuthSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    stores: StoreSettings = Field(default_factory=StoreSettings)
+    ner: NerSettings = Field(default_factory=NerSettings)
