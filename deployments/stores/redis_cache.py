@@ -6,12 +6,15 @@ ingest tells the index replicas directly (see docs/retrieval.md).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
 
 import numpy as np
+
+from deployments.settings import StoreSettings
 
 log = logging.getLogger("ray.serve")
 
@@ -20,6 +23,7 @@ class RedisCache:
     def __init__(self, url: str, prefix: str, ttl_s: int):
         import redis.asyncio as aioredis
 
+        self.url = url
         self.redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.prefix = prefix
         self.ttl_s = ttl_s
@@ -55,8 +59,14 @@ class RedisCache:
         return int(await self.redis.publish(self.channel, json.dumps(event)))
 
     async def events(self) -> AsyncIterator[dict]:
-        """Refresh events as they arrive (reconnecting is the caller's job)."""
-        pubsub = self.redis.pubsub()
+        """Refresh events as they arrive (reconnecting is the caller's job).
+
+        Its own connection, without the read timeout: a quiet channel is normal.
+        """
+        import redis.asyncio as aioredis
+
+        listener = aioredis.from_url(self.url, socket_connect_timeout=2, health_check_interval=10)
+        pubsub = listener.pubsub()
         await pubsub.subscribe(self.channel)
         try:
             async for message in pubsub.listen():
@@ -64,6 +74,32 @@ class RedisCache:
                     yield json.loads(message["data"])
         finally:
             await pubsub.aclose()
+            await listener.aclose()
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+class IndexRefresher:
+    """Keeps a replica's index current: follows the Redis refresh channel in the background."""
+
+    def __init__(self, engine, stores: StoreSettings, kind: str):
+        """``engine.refresh(ids)`` re-reads those documents from the source of truth."""
+        self.engine = engine
+        self.kind = kind
+        self.stores = stores
+        self.task: asyncio.Task | None = None
+        if stores.redis_url:
+            self.task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        cache = RedisCache(self.stores.redis_url, self.stores.redis_prefix, 0)
+        while True:
+            try:
+                async for event in cache.events():
+                    await asyncio.to_thread(self.engine.refresh, event["ids"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: ingest falls back to direct calls
+                log.warning("%s refresh channel lost (%s); retrying in 2 s", self.kind, exc)
+                await asyncio.sleep(2)
