@@ -67,12 +67,14 @@ class StoreSettings(BaseModel):
 class NerSettings(BaseModel):
     model: str = "urchade/gliner_multi-v2.1"
     """GLiNER weights in the local model cache."""
-    default_labels: list[str] = ["person", "place", "organization", "event", "date"]
-    """Entity labels ingest asks for when a request names none."""
+    labels: list[str] = ["person", "place", "organization", "event", "date"]
+    """Entity labels ingest extracts; /v1/retrieve filters its neighbourhood by these."""
     threshold: float = 0.5
     max_labels: int = 32
     max_text_chars: int = 8_000
-    """Longest text per NER call (GLiNER sees at most ~384 words anyway)."""
+    """Longest text per /v1/ner input (GLiNER reads about 384 words of it)."""
+    max_texts: int = 64
+    """Most texts one /v1/ner request may carry."""
 
 
 class Settings(BaseSettings):

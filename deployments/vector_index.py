@@ -185,6 +185,12 @@ class VectorIndexEngine:
                     self.payloads[row] = payload
             self._append(new)
 
+    def content_hashes(self, ids: list[str]) -> dict[str, str]:
+        """The stored content hash of each given document that is indexed."""
+        with self.lock:
+            return {i: self.payloads[self.rows[i]].get("content_hash", "")
+                    for i in ids if i in self.rows}
+
     def search(self, vectors: np.ndarray, k: int) -> list[list[dict]]:
         """Per query: up to k hits {id, score, text, metadata}, best first."""
         if not 1 <= k <= MAX_K:
@@ -242,3 +248,6 @@ class VectorIndex(ModelReplica):
 
     async def refresh(self, ids: list[str]) -> int:
         return await asyncio.to_thread(self.engine.refresh, ids)
+
+    def content_hashes(self, ids: list[str]) -> dict[str, str]:
+        return self.engine.content_hashes(ids)

@@ -22,7 +22,10 @@ def _unavailable(url: str, exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable("postgresql", f"{where}: {type(exc).__name__}: {exc}")
 
 
-_CONNECTION_ERRORS = (OSError, ConnectionError, TimeoutError)
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 async def migrate(conn) -> list[str]:
@@ -59,7 +62,7 @@ class PostgresStore:
             self.pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4, timeout=5)
             async with self.pool.acquire() as conn:
                 await migrate(conn)
-        except _CONNECTION_ERRORS as exc:
+        except _connection_errors() as exc:
             raise _unavailable(self.url, exc) from exc
 
     async def stored_hashes(self, ids: list[str]) -> dict[str, str]:
@@ -77,7 +80,7 @@ class PostgresStore:
         try:
             async with self.pool.acquire(timeout=5) as conn:
                 yield conn
-        except _CONNECTION_ERRORS as exc:
+        except _connection_errors() as exc:
             raise _unavailable(self.url, exc) from exc
 
     @asynccontextmanager
