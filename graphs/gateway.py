@@ -18,7 +18,8 @@ from starlette.responses import JSONResponse
 
 from deployments.settings import Settings
 from graphs.http import APIError, TokenAuth
-from graphs.routes import embeddings, models
+from deployments.stores import StoreUnavailable
+from graphs.routes import embeddings, models, ner, retrieval
 from graphs.services import Services
 
 log = logging.getLogger("ray.serve")
@@ -36,6 +37,11 @@ def build_http_app(services: Services, settings: Settings) -> Starlette:
             headers={"Retry-After": "1"},
         ).response()
 
+    async def store_down(_: Request, exc: Exception) -> JSONResponse:
+        cause = getattr(exc, "cause", exc)  # a RayTaskError carries the replica's exception
+        return APIError(503, str(cause), type="unavailable", code="store_unavailable",
+                        headers={"Retry-After": "5"}).response()
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return APIError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
@@ -44,11 +50,14 @@ def build_http_app(services: Services, settings: Settings) -> Starlette:
         routes=[
             *models.routes(services, token_configured=bool(settings.auth.token)),
             *embeddings.routes(services, settings.embedding),
+            *ner.routes(services, settings.ner),
+            *retrieval.routes(services, settings.ner),
         ],
         middleware=[Middleware(TokenAuth, token=settings.auth.token)],
         exception_handlers={
             APIError: api_error,
             BackPressureError: backpressure,
+            StoreUnavailable: store_down,
             Exception: unexpected,
         },
     )
