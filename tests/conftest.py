@@ -114,6 +114,11 @@ def store_env() -> dict[str, str]:
     os.environ.update(env)
     yield env
     asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS)
+    for key in client.scan_iter(match=f"{env['SERVE_STORES__REDIS_PREFIX']}*"):
+        client.delete(key)
 
 
 @pytest.fixture(scope="session")
