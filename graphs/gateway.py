@@ -38,8 +38,9 @@ def build_http_app(services: Services, settings: Settings) -> Starlette:
         ).response()
 
     async def store_down(_: Request, exc: Exception) -> JSONResponse:
-        cause = getattr(exc, "cause", exc)  # a RayTaskError carries the replica's exception
-        return APIError(503, str(cause), type="unavailable", code="store_unavailable",
+        while isinstance(getattr(exc, "cause", None), BaseException):
+            exc = exc.cause  # RayTaskErrors (one per hop) wrap the replica's exception
+        return APIError(503, str(exc), type="unavailable", code="store_unavailable",
                         headers={"Retry-After": "5"}).response()
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
