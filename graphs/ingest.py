@@ -14,14 +14,13 @@ import contextlib
 import logging
 import time
 
-import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.settings import NerSettings, StoreSettings
 from deployments.stores import DocumentRecord, Mention
 from deployments.stores.postgres import PostgresStore
-from deployments.stores.redis_cache import RedisCache
+from deployments.stores.redis_cache import RedisCache, embed_with_cache
 from graphs.retrieval import elapsed_ms
 
 log = logging.getLogger("ray.serve")
@@ -94,22 +93,17 @@ class IngestGraph:
             ]
         return None
 
-    async def _embed(self, texts: list[str]) -> np.ndarray:
-        """Document embeddings, from the Redis cache where present."""
+    async def _embed(self, texts: list[str]):
+        """Document embeddings (float32 array), from the Redis cache where present."""
         if self.model_id is None:
             self.model_id = (await self.embedder.info.remote())["model"]
-        cached = (await self.redis.get_embeddings(self.model_id, texts)
-                  if self.redis else [None] * len(texts))
-        missing = [i for i, v in enumerate(cached) if v is None]
-        if missing:
-            fresh = (await self.embedder.embed.remote([texts[i] for i in missing]))["vectors"]
-            for i, v in zip(missing, fresh):
-                cached[i] = v
-            if self.redis:
-                await self.redis.put_embeddings(self.model_id, [texts[i] for i in missing], fresh)
-        return np.stack(cached).astype(np.float32)
 
-    async def _write(self, docs: list[DocumentRecord], vectors: np.ndarray, new: set[str]) -> None:
+        async def compute(missing: list[str]):
+            return (await self.embedder.embed.remote(missing))["vectors"]
+
+        return await embed_with_cache(self.redis, self.model_id, texts, compute)
+
+    async def _write(self, docs: list[DocumentRecord], vectors, new: set[str]) -> None:
         ids = [d.id for d in docs]
         payloads = [{"text": d.text, "metadata": d.metadata, "content_hash": d.content_hash}
                     for d in docs]

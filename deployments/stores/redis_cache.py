@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 
@@ -78,6 +78,24 @@ class RedisCache:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+async def embed_with_cache(
+    cache: RedisCache | None,
+    model: str,
+    texts: list[str],
+    compute: Callable[[list[str]], Awaitable[np.ndarray]],
+) -> np.ndarray:
+    """Vectors for ``texts``: cached ones from Redis, the rest computed and then cached."""
+    found = await cache.get_embeddings(model, texts) if cache else [None] * len(texts)
+    missing = [i for i, v in enumerate(found) if v is None]
+    if missing:
+        fresh = await compute([texts[i] for i in missing])
+        for i, v in zip(missing, fresh):
+            found[i] = v
+        if cache:
+            await cache.put_embeddings(model, [texts[i] for i in missing], fresh)
+    return np.stack(found).astype(np.float32)
 
 
 class IndexRefresher:

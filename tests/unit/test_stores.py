@@ -9,7 +9,7 @@ import pytest
 
 from deployments.stores import DocumentRecord, Mention, StoreUnavailable
 from deployments.stores.postgres import MIGRATIONS, PostgresStore, migrate
-from deployments.stores.redis_cache import RedisCache
+from deployments.stores.redis_cache import RedisCache, embed_with_cache
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")  # the same loop as the async fixtures
 
@@ -85,3 +85,28 @@ async def test_unreachable_redis_means_cache_misses_not_errors():
     await cache.put_embeddings("m", ["a"], np.ones((1, 2), np.float32))
     with pytest.raises(Exception):
         await cache.publish({"ids": []})
+
+
+async def test_embed_with_cache_computes_only_misses(store_env):
+    """Ingest's embedding path: a second pass over the same texts computes nothing."""
+    from deployments.embedding import EmbeddingEngine
+    from deployments.settings import EmbeddingSettings
+
+    engine = EmbeddingEngine(EmbeddingSettings(), "cpu")
+    engine.load()
+    computed: list[str] = []
+
+    async def compute(texts: list[str]) -> np.ndarray:
+        computed.extend(texts)
+        return engine.embed(texts).vectors
+
+    cache = RedisCache(store_env["SERVE_STORES__REDIS_URL"], store_env["SERVE_STORES__REDIS_PREFIX"] + "-unit", 60)
+    texts = ["the cat sleeps in the shed", "the train to Paris was late"]
+    first = await embed_with_cache(cache, "minilm", texts, compute)
+    again = await embed_with_cache(cache, "minilm", texts + ["a new sentence"], compute)
+    assert computed == texts + ["a new sentence"]
+    assert np.allclose(first, again[:2]) and again.shape == (3, 384)
+    without_redis = await embed_with_cache(None, "minilm", texts[:1], compute)
+    assert np.allclose(without_redis[0], first[0])
+    await cache.redis.delete(*[cache.key("minilm", t) for t in texts + ["a new sentence"]])
+    await cache.close()
