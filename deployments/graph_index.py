@@ -39,8 +39,8 @@ class GraphBackend(Protocol):
     def bfs(self, seeds: list[str], depth: int) -> dict[str, int]:
         """Every node within ``depth`` hops of a seed, with its distance."""
 
-    def ppr(self, seeds: list[str]) -> dict[str, float]:
-        """Personalized PageRank restarting at the seeds."""
+    def ppr(self, seeds: list[str], within: set[str]) -> dict[str, float]:
+        """Personalized PageRank restarting at the seeds, over (at least) ``within``."""
 
 
 class NetworkXBackend:
@@ -69,11 +69,13 @@ class NetworkXBackend:
                 found.setdefault(node, d)
         return found
 
-    def ppr(self, seeds: list[str]) -> dict[str, float]:
+    def ppr(self, seeds: list[str], within: set[str]) -> dict[str, float]:
+        """On the BFS neighbourhood only: its cost stays bounded as the graph grows."""
         present = [s for s in seeds if s in self.graph]
         if not present:
             return {s: 1.0 / len(seeds) for s in seeds} if seeds else {}
-        return self.nx.pagerank(self.graph, personalization={s: 1.0 for s in present})
+        sub = self.graph.subgraph(within)
+        return self.nx.pagerank(sub, personalization={s: 1.0 for s in present})
 
 
 class CugraphBackend:
@@ -120,7 +122,8 @@ class CugraphBackend:
             found.setdefault(self.names[int(vertex)], int(dist))
         return found
 
-    def ppr(self, seeds: list[str]) -> dict[str, float]:
+    def ppr(self, seeds: list[str], within: set[str]) -> dict[str, float]:
+        """On the whole graph (cheap on a GPU), reported for ``within``."""
         import cudf
         import cugraph
 
@@ -129,7 +132,8 @@ class CugraphBackend:
             return {s: 1.0 / len(seeds) for s in seeds} if seeds else {}
         personal = cudf.DataFrame({"vertex": starts, "values": [1.0 / len(starts)] * len(starts)})
         frame = cugraph.pagerank(self.graph, personalization=personal).to_pandas()
-        return {self.names[int(v)]: float(p) for v, p in zip(frame["vertex"], frame["pagerank"])}
+        ranks = {self.names[int(v)]: float(p) for v, p in zip(frame["vertex"], frame["pagerank"])}
+        return {n: r for n, r in ranks.items() if n in within}
 
 
 class GraphIndexEngine:
@@ -209,7 +213,7 @@ class GraphIndexEngine:
             if not seeds:
                 return {"entities": [], "edges": [], "related": []}
             distance = self.backend.bfs(seeds, hops)
-            rank = self.backend.ppr(seeds)
+            rank = self.backend.ppr(seeds, set(distance))
             chosen = [
                 e for e in distance
                 if e in self.entities and (wanted is None or self.entities[e][1].lower() in wanted)
