@@ -49,6 +49,43 @@ class HttpSettings(BaseModel):
     """Longer deadlines by path prefix."""
 
 
+class StoreSettings(BaseModel):
+    """Where the retrieval stores live. Unset URLs mean the embedded defaults."""
+
+    postgres_url: str = ""
+    """asyncpg DSN (documents, entities, mentions). Empty: ingest keeps no relational copy."""
+    redis_url: str = ""
+    """Embedding cache and index-refresh events. Empty: ingest updates the indexes directly."""
+    qdrant_url: str = ""
+    """Qdrant server. Empty: Qdrant's embedded local mode under ``qdrant_path``."""
+    qdrant_path: Path | None = None
+    """Local-mode folder; default ``<data_dir>/qdrant``."""
+    graph_path: Path | None = None
+    """Embedded graph store (SQLite); default ``<data_dir>/graph.sqlite``."""
+    neo4j_uri: str = ""
+    """bolt:// URI. Set: the graph lives in Neo4j instead of the embedded store."""
+    neo4j_user: str = "neo4j"
+    neo4j_password: str = ""
+    collection: str = "memory"
+    """Qdrant collection of document vectors."""
+    redis_prefix: str = "her-serve"
+    """Namespace of every Redis key and of the index-refresh pub/sub channel."""
+    embedding_cache_ttl_s: int = 7 * 24 * 3600
+
+
+class NerSettings(BaseModel):
+    model: str = "urchade/gliner_multi-v2.1"
+    """GLiNER weights in the local model cache."""
+    labels: list[str] = ["person", "place", "organization", "event", "date"]
+    """Entity labels ingest extracts; /v1/retrieve filters its neighbourhood by these."""
+    threshold: float = 0.5
+    max_labels: int = 32
+    max_text_chars: int = 8_000
+    """Longest text per /v1/ner input (GLiNER reads about 384 words of it)."""
+    max_texts: int = 64
+    """Most texts one /v1/ner request may carry."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SERVE_", env_nested_delimiter="__", extra="ignore"
@@ -63,3 +100,5 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    stores: StoreSettings = Field(default_factory=StoreSettings)
+    ner: NerSettings = Field(default_factory=NerSettings)

@@ -21,13 +21,21 @@ from deployments.logs import install_redaction
 from deployments.metrics import GPUMemoryExceeded
 from deployments.profile import current_placement
 from deployments.settings import Settings
+from deployments.stores import StoreUnavailable
 from graphs.http import APIError, RouteTimeout, TokenAuth
 from graphs.metrics import RouteMetrics
-from graphs.routes import embeddings, models, status
+from graphs.routes import embeddings, models, ner, retrieval, status
 from graphs.services import Services
 from graphs.topology import AppArgs
 
 log = logging.getLogger("ray.serve")
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The replica's own exception inside Ray's RayTaskError wrappers (one per hop)."""
+    while isinstance(getattr(exc, "cause", None), BaseException):
+        exc = exc.cause
+    return exc
 
 
 def build_http_app(
@@ -45,11 +53,13 @@ def build_http_app(
         ).response()
 
     async def gpu_memory(_: Request, exc: GPUMemoryExceeded) -> JSONResponse:
-        # Over a handle the error arrives as RayTaskError(GPUMemoryExceeded); say only its cause.
         return APIError(
-            503, str(getattr(exc, "cause", exc)), type="gpu_memory_exceeded",
-            headers={"Retry-After": "1"},
+            503, str(root_cause(exc)), type="gpu_memory_exceeded", headers={"Retry-After": "1"},
         ).response()
+
+    async def store_down(_: Request, exc: Exception) -> JSONResponse:
+        return APIError(503, str(root_cause(exc)), type="unavailable", code="store_unavailable",
+                        headers={"Retry-After": "5"}).response()
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -58,6 +68,8 @@ def build_http_app(
     routes = [
         *models.routes(services, token_configured=bool(settings.auth.token)),
         *embeddings.routes(services, settings.embedding),
+        *ner.routes(services, settings.ner),
+        *retrieval.routes(services, settings.ner),
         *status.routes(services, topology, nodes),
     ]
     return Starlette(
@@ -75,6 +87,7 @@ def build_http_app(
             APIError: api_error,
             BackPressureError: backpressure,
             GPUMemoryExceeded: gpu_memory,
+            StoreUnavailable: store_down,
             Exception: unexpected,
         },
     )

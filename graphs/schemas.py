@@ -173,3 +173,143 @@ class ClusterStatus(BaseModel):
     nodes: list[NodeStatus]
     deployments: list[DeploymentStatus]
     budget: list[NodeBudget]
+
+
+# --- retrieval, ingest and NER ----------------------------------------------------------
+
+MAX_QUERY_CHARS = 4_000
+MAX_DOCUMENT_CHARS = 200_000
+MAX_DOCUMENTS = 256
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or whitespace")
+    return value
+
+
+class NerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] = Field(min_length=1)
+    labels: list[str] = Field(min_length=1)
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @field_validator("texts", "labels")
+    @classmethod
+    def _items_not_blank(cls, values: list[str]) -> list[str]:
+        return [_not_blank(v) for v in values]
+
+
+class EntitySpan(BaseModel):
+    text: str
+    label: str
+    score: float
+    start: int
+    """Character offset of the span's first character."""
+    end: int
+    """Character offset just past the span."""
+
+
+class NerResult(BaseModel):
+    index: int
+    entities: list[EntitySpan]
+
+
+class NerResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[NerResult]
+
+
+class RetrieveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(max_length=MAX_QUERY_CHARS)
+    k: int = Field(default=10, ge=1, le=100)
+    hops: int = Field(default=1, ge=0, le=3)
+    """Co-occurrence hops from the hits' entities (0: only the entities they mention)."""
+    labels: list[str] | None = None
+    """Keep only entities with these labels (from the server's NER label set)."""
+
+    _query = field_validator("query")(classmethod(lambda cls, v: _not_blank(v)))
+
+
+class RetrievedDocument(BaseModel):
+    id: str
+    score: float
+    """Cosine similarity to the query."""
+    text: str
+    metadata: dict
+
+
+class GraphEntity(BaseModel):
+    id: str
+    name: str
+    label: str
+    hops: int
+    score: float
+    """Personalized PageRank from the hits' entities."""
+    documents: int
+
+
+class GraphEdge(BaseModel):
+    source: str
+    target: str
+    weight: int
+    """Documents in which both entities appear."""
+
+
+class RelatedDocument(BaseModel):
+    id: str
+    score: float
+
+
+class RetrieveResponse(BaseModel):
+    object: Literal["retrieval"] = "retrieval"
+    query: str
+    results: list[RetrievedDocument]
+    entities: list[GraphEntity]
+    edges: list[GraphEdge]
+    related: list[RelatedDocument]
+    """Documents reached through the graph that were not vector hits."""
+    timings_ms: dict[str, float]
+
+
+class IngestDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256)
+    text: str = Field(max_length=MAX_DOCUMENT_CHARS)
+    metadata: dict = Field(default_factory=dict)
+    kind: Literal["document", "transcript"] = "document"
+
+    _text = field_validator("text")(classmethod(lambda cls, v: _not_blank(v)))
+
+
+class IngestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[IngestDocument] = Field(min_length=1, max_length=MAX_DOCUMENTS)
+
+    @field_validator("documents")
+    @classmethod
+    def _unique_ids(cls, docs: list[IngestDocument]) -> list[IngestDocument]:
+        ids = [d.id for d in docs]
+        if len(set(ids)) != len(ids):
+            raise ValueError("document ids must be unique within a request")
+        return docs
+
+
+class IngestResponse(BaseModel):
+    object: Literal["ingest"] = "ingest"
+    written: list[str]
+    """Documents new or changed, now durable in every configured store."""
+    unchanged: list[str]
+    """Documents already stored with the same text and metadata: nothing was written."""
+    entities: int
+    entities_skipped: str | None = None
+    """Why no entities were extracted (NER not running), when so."""
+    refresh: Literal["redis", "direct", "none"]
+    """How the index replicas learned of the write."""
+    timings_ms: dict[str, float]

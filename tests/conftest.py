@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -42,8 +44,51 @@ def pytest_collection_modifyitems(items):
 ServeCluster = Sandbox
 
 
+TEST_PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(TEST_PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
-def serve_cluster() -> ServeCluster:
+def store_env() -> dict[str, str]:
+    """Real PostgreSQL (a database created for this session and dropped after) and Redis
+    (keys under a per-session prefix), Qdrant local mode and the graph store in temp
+    folders; exported as SERVE_STORES__* before any app is built."""
+    import asyncio
+
+    tag = f"{os.getpid()}_{int(time.time())}"
+    database = f"her_serve_test_{tag}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{database}"'))
+    data = tempfile.mkdtemp(prefix="her-serve-test-stores-")
+    env = {
+        "SERVE_DATA_DIR": data,
+        "SERVE_STORES__POSTGRES_URL": TEST_PG_ADMIN.rsplit("/", 1)[0] + f"/{database}",
+        "SERVE_STORES__REDIS_URL": TEST_REDIS,
+        "SERVE_STORES__REDIS_PREFIX": f"her-serve-test-{tag}",
+        "SERVE_STORES__QDRANT_PATH": f"{data}/qdrant",
+        "SERVE_STORES__GRAPH_PATH": f"{data}/graph.sqlite",
+    }
+    os.environ.update(env)
+    yield env
+    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS)
+    for key in client.scan_iter(match=f"{env['SERVE_STORES__REDIS_PREFIX']}*"):
+        client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def serve_cluster(store_env) -> ServeCluster:
     """Start titan + panda nodes, deploy serve_config.yaml, wait until /health answers."""
     box = sandbox.start(TEST_TOKEN)
     yield box

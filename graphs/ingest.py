@@ -1,0 +1,145 @@
+"""IngestGraph: documents -> NER -> embeddings -> PostgreSQL, Qdrant, the graph, Redis.
+
+Acknowledged only after the durable writes. Order: the PostgreSQL transaction
+opens, Qdrant (through VectorIndex) and the graph store (through GraphIndex)
+are written inside it, and it commits last, so the stored content hash, which
+makes re-ingest a no-op, exists only once every store holds the document. A
+failure inside rolls PostgreSQL back and deletes what the other stores got for
+documents that were new (docs/retrieval.md has the details).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.settings import NerSettings, StoreSettings
+from deployments.stores import DocumentRecord, Mention
+from deployments.stores.postgres import PostgresStore
+from deployments.stores.redis_cache import RedisCache, embed_with_cache
+from graphs.retrieval import elapsed_ms
+
+log = logging.getLogger("ray.serve")
+
+
+@serve.deployment(max_ongoing_requests=16)
+class IngestGraph:
+    def __init__(
+        self,
+        stores: StoreSettings,
+        ner_settings: NerSettings,
+        embedder: DeploymentHandle,
+        vectors: DeploymentHandle,
+        graph: DeploymentHandle,
+        ner: DeploymentHandle | None = None,
+        ner_unavailable: str = "",
+    ):
+        self.ner_settings = ner_settings
+        self.embedder, self.vectors, self.graph, self.ner = embedder, vectors, graph, ner
+        self.ner_unavailable = ner_unavailable
+        self.postgres = PostgresStore(stores.postgres_url) if stores.postgres_url else None
+        self.redis = (
+            RedisCache(stores.redis_url, stores.redis_prefix, stores.embedding_cache_ttl_s)
+            if stores.redis_url else None
+        )
+        self.model_id: str | None = None
+
+    async def ingest(self, documents: list[dict]) -> dict:
+        timings, start = {}, time.perf_counter()
+        docs = [DocumentRecord(d["id"], d["text"], {**d["metadata"], "kind": d["kind"]})
+                for d in documents]
+        stored = await self._stored_hashes([d.id for d in docs])
+        todo = [d for d in docs if stored.get(d.id) != d.content_hash]
+        unchanged = [d.id for d in docs if stored.get(d.id) == d.content_hash]
+        result = {"written": [d.id for d in todo], "unchanged": unchanged, "entities": 0,
+                  "entities_skipped": None, "refresh": "none", "timings_ms": timings}
+        if not todo:
+            timings["total"] = elapsed_ms(start)
+            return result
+        t = time.perf_counter()
+        result["entities_skipped"] = await self._extract(todo)
+        result["entities"] = sum(len(d.mentions) for d in todo)
+        timings["ner"] = elapsed_ms(t)
+        t = time.perf_counter()
+        vectors = await self._embed([d.text for d in todo])
+        timings["embed"] = elapsed_ms(t)
+        t = time.perf_counter()
+        await self._write(todo, vectors, new={d.id for d in todo} - set(stored))
+        timings["write"] = elapsed_ms(t)
+        result["refresh"] = await self._notify([d.id for d in todo])
+        timings["total"] = elapsed_ms(start)
+        return result
+
+    async def _stored_hashes(self, ids: list[str]) -> dict[str, str]:
+        """What is already stored: PostgreSQL's record, else the vector payloads."""
+        if self.postgres:
+            return await self.postgres.stored_hashes(ids)
+        return await self.vectors.content_hashes.remote(ids)
+
+    async def _extract(self, docs: list[DocumentRecord]) -> str | None:
+        if self.ner is None:
+            return f"GlinerNER is not running: {self.ner_unavailable}"
+        spans = await self.ner.predict.remote(
+            [d.text[: self.ner_settings.max_text_chars] for d in docs],
+            self.ner_settings.labels, self.ner_settings.threshold,
+        )
+        for doc, found in zip(docs, spans):
+            doc.mentions = [
+                Mention(s["text"], s["label"], s["start"], s["end"], s["score"]) for s in found
+            ]
+        return None
+
+    async def _embed(self, texts: list[str]):
+        """Document embeddings (float32 array), from the Redis cache where present."""
+        if self.model_id is None:
+            self.model_id = (await self.embedder.info.remote())["model"]
+
+        async def compute(missing: list[str]):
+            return (await self.embedder.embed.remote(missing))["vectors"]
+
+        return await embed_with_cache(self.redis, self.model_id, texts, compute)
+
+    async def _write(self, docs: list[DocumentRecord], vectors, new: set[str]) -> None:
+        ids = [d.id for d in docs]
+        payloads = [{"text": d.text, "metadata": d.metadata, "content_hash": d.content_hash}
+                    for d in docs]
+        relational = (
+            self.postgres.write(docs, self.model_id, self.ner is not None)
+            if self.postgres else contextlib.nullcontext()
+        )
+        try:
+            async with relational:
+                await self.vectors.upsert.remote(ids, vectors, payloads)
+                await self.graph.replace_documents.remote({d.id: d.mentions for d in docs})
+        except BaseException:
+            await self._undo(sorted(new))
+            raise
+
+    async def _undo(self, new_ids: list[str]) -> None:
+        """Best effort: remove what the other stores got for documents that were new."""
+        if not new_ids:
+            return
+        try:
+            await self.vectors.delete.remote(new_ids)
+            await self.graph.replace_documents.remote({i: [] for i in new_ids})
+        except Exception:  # the store that failed may still be down; a retry converges
+            log.exception("could not undo a failed ingest of %d new documents", len(new_ids))
+
+    async def _notify(self, ids: list[str]) -> str:
+        """Tell every index replica; Redis pub/sub, else (or when Redis is down) directly."""
+        if self.redis:
+            try:
+                await self.redis.publish({"ids": ids})
+                return "redis"
+            except Exception as exc:
+                log.warning("refresh event not published (%s); telling replicas directly", exc)
+        await self.vectors.broadcast("refresh", ids).results_async(timeout_s=30)
+        await self.graph.broadcast("refresh", ids).results_async(timeout_s=30)
+        return "direct"
+
+    def info(self) -> dict:
+        return {"model": "ingest", "backend": "IngestGraph", "device": "cpu"}

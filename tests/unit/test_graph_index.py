@@ -1,0 +1,93 @@
+"""GraphIndexEngine with NetworkX over the embedded SQLite store, and the Neo4j adapter."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from deployments.graph_index import GraphIndexEngine
+from deployments.settings import StoreSettings
+from deployments.stores import Mention, entity_id
+from deployments.stores.graph_store import Neo4jGraphStore, SqliteGraphStore
+
+
+def m(name: str, label: str, start: int = 0) -> Mention:
+    return Mention(name, label, start, start + len(name), 0.9)
+
+
+DOCS = {
+    "d1": [m("Maria", "person"), m("Lisbon", "place", 10)],
+    "d2": [m("Lisbon", "place"), m("Tom", "person", 8), m("Acme", "organization", 20)],
+    "d3": [m("Tom", "person"), m("Denver", "place", 5)],
+    "d4": [m("Zoe", "person")],
+}
+
+
+def open_engine(path) -> GraphIndexEngine:
+    engine = GraphIndexEngine(StoreSettings(graph_path=path / "g.sqlite"), path, "cpu")
+    engine.load()
+    return engine
+
+
+def ids(result: dict) -> dict[str, int]:
+    return {e["id"]: e["hops"] for e in result["entities"]}
+
+
+def test_expansion_by_hops_and_labels(tmp_path):
+    engine = open_engine(tmp_path)
+    engine.replace_documents(DOCS)
+    maria, lisbon = entity_id("Maria", "person"), entity_id("Lisbon", "place")
+    tom, denver = entity_id("Tom", "person"), entity_id("Denver", "place")
+    assert ids(engine.expand(["d1"], 0)) == {maria: 0, lisbon: 0}
+    one = engine.expand(["d1"], 1)
+    assert ids(one)[tom] == 1 and denver not in ids(one)
+    assert {r["id"] for r in one["related"]} == {"d2", "d3"}  # through Lisbon and Tom
+    assert ids(engine.expand(["d1"], 2))[denver] == 2
+    people = engine.expand(["d1"], 2, labels=["person"])
+    assert set(ids(people)) == {maria, tom}
+    assert {"source": maria, "target": lisbon, "weight": 1} in one["edges"]
+    assert engine.expand(["unknown-doc"], 2) == {"entities": [], "edges": [], "related": []}
+    with pytest.raises(ValueError):
+        engine.expand(["d1"], 9)
+
+
+def test_replace_is_idempotent_and_refresh_reads_other_writers(tmp_path):
+    engine = open_engine(tmp_path)
+    engine.replace_documents(DOCS)
+    before = engine.expand(["d2"], 2)
+    engine.replace_documents({"d2": DOCS["d2"]})
+    assert engine.expand(["d2"], 2) == before
+    # A second replica on the same store applies the first one's write on refresh.
+    other = open_engine(tmp_path)
+    engine.replace_documents({"d2": [m("Lisbon", "place")]})
+    assert entity_id("Tom", "person") in ids(other.expand(["d2"], 0))
+    other.refresh(["d2"])
+    assert ids(other.expand(["d2"], 0)) == {entity_id("Lisbon", "place"): 0}
+    assert other.info()["entities"] >= 5 and other.info()["documents"] == 4
+
+
+def test_sqlite_store_snapshot_is_exact(tmp_path):
+    store = SqliteGraphStore(tmp_path / "g.sqlite")
+    store.replace_document("d", [m("Paris", "place"), m("paris", "place", 30), m("Eve", "person")])
+    snap = store.snapshot()
+    assert snap.doc_entities == {"d": {entity_id("Paris", "place"), entity_id("Eve", "person")}}
+    store.delete_document("d")
+    assert store.snapshot(["d"]).doc_entities == {"d": set()}
+
+
+@pytest.mark.skipif(not os.environ.get("NEO4J_URI"), reason="NEO4J_URI is not set: no Neo4j server to test against")
+def test_neo4j_adapter_round_trip():
+    store = Neo4jGraphStore(
+        os.environ["NEO4J_URI"], os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", "")
+    )
+    doc = f"her-serve-test-{os.getpid()}"
+    try:
+        store.replace_document(doc, DOCS["d2"])
+        store.replace_document(doc, DOCS["d2"])
+        snap = store.snapshot([doc])
+        assert snap.doc_entities[doc] == {x.entity_id for x in DOCS["d2"]}
+    finally:
+        store.delete_document(doc)
+    assert store.snapshot([doc]).doc_entities[doc] == set()
+    store.close()
