@@ -1,0 +1,192 @@
+"""Audio in and out of the speech engines: decode, resample, encode, split text.
+
+Engines work on mono float32 at their own rate; everything a client sends or
+receives passes through here. Every refusal is a ValueError whose message can
+go back to the client as is.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+MIN_RATE, MAX_RATE = 8_000, 192_000
+
+# Formats a client may ask a TTS route for, with their media types. mp3 comes
+# from libsndfile (>= 1.1 has an MPEG encoder), so no ffmpeg is needed.
+MEDIA_TYPES = {
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+    "flac": "audio/flac",
+    "opus": "audio/ogg",
+    "mp3": "audio/mpeg",
+}
+_SF_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"),
+               "opus": ("OGG", "OPUS"), "mp3": ("MP3", "MPEG_LAYER_III")}
+# Opus encodes only these rates; other rates are resampled to 48 kHz for it.
+_OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
+
+
+@dataclass
+class Audio:
+    samples: np.ndarray
+    """Mono float32 in [-1, 1]."""
+    rate: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.rate
+
+
+def check_rate(rate: int) -> int:
+    if not MIN_RATE <= int(rate) <= MAX_RATE:
+        raise ValueError(f"sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+    return int(rate)
+
+
+def decode(
+    data: bytes, pcm_rate: int | None = None, max_bytes: int = 25 * 1024 * 1024,
+    max_seconds: float = 600.0,
+) -> Audio:
+    """WAV, FLAC, OGG (or MP3) by content; raw int16 little-endian PCM when ``pcm_rate`` is given."""
+    if not data:
+        raise ValueError("audio is empty (zero bytes)")
+    if len(data) > max_bytes:
+        raise ValueError(f"audio is {len(data)} bytes; the limit is {max_bytes}")
+    if pcm_rate is not None:
+        rate = check_rate(pcm_rate)
+        if len(data) % 2:
+            raise ValueError("raw PCM must be 16-bit: an odd number of bytes was sent")
+        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    else:
+        try:
+            with sf.SoundFile(io.BytesIO(data)) as f:
+                if f.frames > max_seconds * f.samplerate:
+                    raise ValueError(f"audio is {f.frames / f.samplerate:.1f} s; the limit is {max_seconds:.0f} s")
+                rate = check_rate(f.samplerate)
+                samples = f.read(dtype="float32", always_2d=True).mean(axis=1)
+        except sf.LibsndfileError as exc:
+            raise ValueError(
+                f"cannot decode audio ({exc.error_string}); send WAV, FLAC, OGG or "
+                "raw 16-bit PCM with its sample rate"
+            ) from None
+    if len(samples) == 0:
+        raise ValueError("audio has no samples")
+    if len(samples) > max_seconds * rate:
+        raise ValueError(f"audio is {len(samples) / rate:.1f} s; the limit is {max_seconds:.0f} s")
+    return Audio(np.ascontiguousarray(samples, dtype=np.float32), rate)
+
+
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """soxr's high-quality resampler (anti-aliased, so 24 -> 16 kHz and 8 -> 16 kHz are clean)."""
+    if rate == target or len(samples) == 0:
+        return samples
+    return soxr.resample(samples, rate, target, quality="HQ").astype(samples.dtype, copy=False)
+
+
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+
+
+def encode(pcm: np.ndarray, rate: int, fmt: str) -> bytes:
+    """A whole clip as ``fmt`` (one of MEDIA_TYPES); ``pcm`` is int16 mono."""
+    if fmt == "pcm":
+        return pcm.astype("<i2").tobytes()
+    if fmt not in _SF_FORMATS:
+        raise ValueError(f"unknown audio format {fmt!r}; one of {sorted(MEDIA_TYPES)}")
+    container, subtype = _SF_FORMATS[fmt]
+    if fmt == "opus" and rate not in _OPUS_RATES:
+        pcm = to_int16(resample(pcm.astype(np.float32) / 32768.0, rate, 48_000))
+        rate = 48_000
+    buf = io.BytesIO()
+    sf.write(buf, pcm, rate, format=container, subtype=subtype)
+    return buf.getvalue()
+
+
+def wav_header(rate: int) -> bytes:
+    """A 16-bit mono WAV header of unknown length, so WAV can stream before the end is known.
+
+    The sizes are 0xFFFFFFFF, which players (and soundfile) read as "until end of stream".
+    """
+    byte_rate = rate * 2
+    return (
+        b"RIFF" + (0xFFFFFFFF).to_bytes(4, "little") + b"WAVE"
+        + b"fmt " + (16).to_bytes(4, "little") + (1).to_bytes(2, "little")
+        + (1).to_bytes(2, "little") + rate.to_bytes(4, "little")
+        + byte_rate.to_bytes(4, "little") + (2).to_bytes(2, "little")
+        + (16).to_bytes(2, "little") + b"data" + (0xFFFFFFFF).to_bytes(4, "little")
+    )
+
+
+# A sentence ends at . ! ? (or their CJK forms) followed by space, unless the
+# word before is a short abbreviation (Mr. Dr. e.g.).
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])[\"')\]]*\s+")
+_ABBREVIATION = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Prof|Sr|Jr|vs|etc|e\.g|i\.e)|\b[A-Z])\.$")
+
+
+def split_sentences(text: str, max_chars: int = 400) -> list[str]:
+    """Sentences in order, none longer than ``max_chars`` (long ones break at commas, then spaces).
+
+    TTS streams one sentence at a time, so the first audio leaves before the
+    rest is synthesized; short pieces also keep the models inside their context.
+    """
+    pieces: list[str] = []
+    start = 0
+    for m in _SENTENCE_END.finditer(text):
+        candidate = text[start : m.start()].strip()
+        if _ABBREVIATION.search(candidate):
+            continue
+        pieces.append(candidate)
+        start = m.end()
+    pieces.append(text[start:].strip())
+    return [part for p in pieces if p for part in _bounded(p, max_chars)]
+
+
+def _bounded(sentence: str, max_chars: int) -> list[str]:
+    if len(sentence) <= max_chars:
+        return [sentence]
+    out, current = [], ""
+    for word in re.split(r"(?<=[,;:])\s+|\s+", sentence):
+        while len(word) > max_chars:  # one unbroken run of characters
+            if current:
+                out.append(current)
+                current = ""
+            out.append(word[:max_chars])
+            word = word[max_chars:]
+        if current and len(current) + 1 + len(word) > max_chars:
+            out.append(current)
+            current = word
+        else:
+            current = f"{current} {word}".strip()
+    if current:
+        out.append(current)
+    return out
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(text: str, max_chars: int) -> str:
+    """Text a TTS engine can speak, or ValueError.
+
+    Control characters are refused (they mean a client bug); emoji and other
+    symbols are dropped, since no voice can say them, and text of nothing but
+    symbols is refused.
+    """
+    if _CONTROL.search(text):
+        raise ValueError("text contains control characters")
+    if len(text) > max_chars:
+        raise ValueError(f"text is {len(text)} characters; the limit is {max_chars}")
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("So", "Cs", "Co", "Cn"))
+    text = re.sub(r"\s+", " ", text).strip()
+    if not text:
+        raise ValueError("text is empty")
+    if not any(ch.isalnum() for ch in text):
+        raise ValueError("text has nothing speakable (no letters or digits)")
+    return text
