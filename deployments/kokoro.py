@@ -18,7 +18,7 @@ from ray import serve
 from deployments import model_cache
 from deployments.profile import resolve_profile
 from deployments.settings import KokoroSettings
-from deployments.tts import CancelCheck, TTSEngine, TTSReplica
+from deployments.tts import Job, TTSEngine, TTSReplica
 
 KOKORO_RATE = 24_000
 MAX_PHONEMES = 510  # KModel's context is 512 tokens with the two pad tokens
@@ -45,7 +45,7 @@ class KokoroOnnxBackend:
     def voices(self) -> list[str]:
         return self._voices
 
-    def synthesize(self, text: str, voice: str, speed: float, check: CancelCheck) -> np.ndarray:
+    def synthesize(self, text: str, voice: str, speed: float, job: Job) -> np.ndarray:
         samples, _ = self.model.create(text, voice=voice, speed=speed, lang=LANG)
         return samples.astype(np.float32, copy=False)
 
@@ -80,7 +80,7 @@ class KModelBackend:
     def voices(self) -> list[str]:
         return sorted(self.packs)
 
-    def synthesize(self, text: str, voice: str, speed: float, check: CancelCheck) -> np.ndarray:
+    def synthesize(self, text: str, voice: str, speed: float, job: Job) -> np.ndarray:
         import torch
 
         phonemes = self.tokenizer.phonemize(text, LANG)[:MAX_PHONEMES]

@@ -12,7 +12,7 @@ import numpy as np
 from ray import serve
 
 from deployments import model_cache
-from deployments.tts import CancelCheck, TTSEngine, TTSReplica
+from deployments.tts import Job, TTSEngine, TTSReplica
 
 
 class PiperBackend:
@@ -29,12 +29,12 @@ class PiperBackend:
     def voices(self) -> list[str]:
         return [self.default_voice]
 
-    def synthesize(self, text: str, voice: str, speed: float, check: CancelCheck) -> np.ndarray:
+    def synthesize(self, text: str, voice: str, speed: float, job: Job) -> np.ndarray:
         from piper import SynthesisConfig
 
         parts = []
         for chunk in self.voice.synthesize(text, SynthesisConfig(length_scale=1.0 / speed)):
-            check()
+            job.check()
             parts.append(chunk.audio_float_array)
         return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
 

@@ -31,18 +31,21 @@ class SpeechBackend(Protocol):
 
     def voices(self) -> list[str]: ...
 
-    def synthesize(self, text: str, voice: str, speed: float, check: "CancelCheck") -> np.ndarray:
-        """One sentence as mono float32 at ``sample_rate``; may call ``check()`` while it works."""
+    def synthesize(self, text: str, voice: str, speed: float, job: "Job") -> np.ndarray:
+        """One sentence as mono float32 at ``sample_rate``; may call ``job.check()`` while it works."""
 
 
-class CancelCheck:
-    """Raises SynthesisCancelled once the engine was cancelled after this synthesis began."""
+class Job:
+    """One ``stream()`` call as a backend sees it: engine-specific style knobs and a cancel check."""
 
-    def __init__(self, engine: "TTSEngine"):
+    def __init__(self, engine: "TTSEngine", style: dict | None = None):
         self.engine = engine
         self.epoch = engine.epoch
+        self.style = style or {}
+        """Knobs only some engines have (Chatterbox: exaggeration, cfg_weight, temperature)."""
 
-    def __call__(self) -> None:
+    def check(self) -> None:
+        """Raise SynthesisCancelled if the engine was cancelled after this job began."""
         if self.engine.epoch != self.epoch:
             raise SynthesisCancelled("synthesis cancelled")
 
@@ -84,7 +87,7 @@ class TTSEngine:
 
     def stream(
         self, text: str, voice: str | None = None, speed: float = 1.0,
-        sample_rate: int | None = None,
+        sample_rate: int | None = None, style: dict | None = None,
     ) -> Iterator[np.ndarray]:
         """int16 mono chunks, one per sentence, at ``sample_rate`` (the model's own by default).
 
@@ -95,10 +98,10 @@ class TTSEngine:
         if voice not in b.voices():
             raise ValueError(f"unknown voice {voice!r}; available: {b.voices()}")
         rate = audio.check_rate(sample_rate or b.sample_rate)
-        check = CancelCheck(self)
+        job = Job(self, style)
         for sentence in split_sentences(text, MAX_SENTENCE_CHARS):
-            check()
-            samples = b.synthesize(sentence, voice, speed, check)
+            job.check()
+            samples = b.synthesize(sentence, voice, speed, job)
             yield audio.to_int16(audio.resample(samples, b.sample_rate, rate))
 
     def _loaded(self) -> SpeechBackend:
@@ -114,10 +117,10 @@ class TTSReplica(ModelReplica):
 
     async def stream(
         self, text: str, voice: str | None = None, speed: float = 1.0,
-        sample_rate: int | None = None,
+        sample_rate: int | None = None, style: dict | None = None,
     ):
         """Async generator of little-endian int16 bytes; each sentence is synthesized in a thread."""
-        chunks = self.engine.stream(text, voice, speed, sample_rate)
+        chunks = self.engine.stream(text, voice, speed, sample_rate, style)
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
             yield chunk.tobytes()
 
