@@ -120,3 +120,35 @@ def wav_header(rate: int) -> bytes:
         + byte_rate.to_bytes(4, "little") + (2).to_bytes(2, "little")
         + (16).to_bytes(2, "little") + b"data" + (0xFFFFFFFF).to_bytes(4, "little")
     )
+
+
+class StreamEncoder:
+    """Turns int16 chunks into the bytes of one response in ``fmt``.
+
+    pcm and wav go out chunk by chunk (wav behind an open-ended header).
+    Compressed formats cannot be cut and glued safely (an MP3's Xing frame
+    states its length; FLAC has one header), so they are encoded once at the end.
+    """
+
+    STREAMABLE = ("pcm", "wav")
+
+    def __init__(self, fmt: str, rate: int):
+        if fmt not in MEDIA_TYPES:
+            raise ValueError(f"unknown audio format {fmt!r}; one of {sorted(MEDIA_TYPES)}")
+        self.fmt, self.rate = fmt, rate
+        self._held: list[np.ndarray] = []
+
+    def start(self) -> bytes:
+        return wav_header(self.rate) if self.fmt == "wav" else b""
+
+    def add(self, pcm: np.ndarray) -> bytes:
+        if self.fmt in self.STREAMABLE:
+            return pcm.astype("<i2").tobytes()
+        self._held.append(pcm)
+        return b""
+
+    def finish(self) -> bytes:
+        if self.fmt in self.STREAMABLE:
+            return b""
+        pcm = np.concatenate(self._held) if self._held else np.zeros(0, "<i2")
+        return encode(pcm, self.rate, self.fmt)

@@ -80,6 +80,10 @@ class TTSEngine:
     def voices(self) -> list[str]:
         return self._loaded().voices()
 
+    @property
+    def sample_rate(self) -> int:
+        return self._loaded().sample_rate
+
     def cancel(self) -> None:
         """Stop every synthesis running now (later ones are not affected)."""
         with self._epoch_lock:
@@ -117,12 +121,26 @@ class TTSReplica(ModelReplica):
 
     async def stream(
         self, text: str, voice: str | None = None, speed: float = 1.0,
-        sample_rate: int | None = None, style: dict | None = None,
+        sample_rate: int | None = None, style: dict | None = None, fmt: str = "pcm",
     ):
-        """Async generator of little-endian int16 bytes; each sentence is synthesized in a thread."""
-        chunks = self.engine.stream(text, voice, speed, sample_rate, style)
+        """Async generator of the response bytes in ``fmt``, one piece per sentence for pcm/wav.
+
+        Bad input (voice, rate) raises before anything is yielded, so a caller
+        that awaits the first item can still answer 4xx. For pcm/wav that first
+        item is the first sentence's audio (wav: with its header); compressed
+        formats arrive whole at the end. Sentences are synthesized in a thread,
+        so cancel() is served meanwhile.
+        """
+        rate = sample_rate or self.engine.sample_rate
+        encoder = audio.StreamEncoder(fmt, rate)
+        chunks = self.engine.stream(text, voice, speed, rate, style)
+        head = encoder.start()
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-            yield chunk.tobytes()
+            if piece := head + encoder.add(chunk):
+                yield piece
+                head = b""
+        if tail := head + encoder.finish():
+            yield tail
 
     def voices(self) -> list[str]:
         return self.engine.voices()
