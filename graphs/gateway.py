@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 
 from deployments.settings import Settings
 from graphs.http import APIError, TokenAuth
-from graphs.routes import embeddings, models
+from graphs.routes import embeddings, models, speech, transcription
 from graphs.services import Services
 
 log = logging.getLogger("ray.serve")
@@ -44,6 +44,8 @@ def build_http_app(services: Services, settings: Settings) -> Starlette:
         routes=[
             *models.routes(services, token_configured=bool(settings.auth.token)),
             *embeddings.routes(services, settings.embedding),
+            *speech.routes(services, settings.speech),
+            *transcription.routes(services, settings.speech.whisper),
         ],
         middleware=[Middleware(TokenAuth, token=settings.auth.token)],
         exception_handlers={
