@@ -56,7 +56,7 @@ def decode(
     if not data:
         raise ValueError("audio is empty (zero bytes)")
     if len(data) > max_bytes:
-        raise ValueError(f"audio is {len(data)} bytes; the limit is {max_bytes}")
+        raise ValueError(f"audio is {len(data)} bytes; the limit is {max_bytes} bytes")
     if pcm_rate is not None:
         rate = check_rate(pcm_rate)
         if len(data) % 2:
