@@ -119,8 +119,8 @@ class FasterWhisperBackend:
         )
         out = [  # segments are lazy: decoding happens in this loop
             Segment(
-                i, round(s.start, 3), round(s.end, 3), s.text.strip(),
-                [Word(round(w.start, 3), round(w.end, 3), w.word.strip()) for w in s.words or []],
+                i, round(float(s.start), 3), round(float(s.end), 3), s.text.strip(),
+                [Word(round(float(w.start), 3), round(float(w.end), 3), w.word.strip()) for w in s.words or []],
             )
             for i, s in enumerate(segments)
         ]

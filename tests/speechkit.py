@@ -34,9 +34,15 @@ def espeak_wav(text: str, rate: int | None = None) -> bytes:
         return out.read_bytes()
 
 
+NUMBERS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+
+
 def normalize(text: str) -> list[str]:
-    """Lower case, punctuation dropped, hyphens split: the words to compare."""
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
+    """Lower case, punctuation dropped, hyphens split, small numbers as digits
+    (Whisper writes "platform 2" for "platform two")."""
+    words = re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
+    return [NUMBERS.get(w, w) for w in words]
 
 
 def wer(reference: str, hypothesis: str) -> float:
