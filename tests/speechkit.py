@@ -20,7 +20,11 @@ SENTENCES = [
 
 
 def espeak_wav(text: str, rate: int | None = None) -> bytes:
-    """espeak-ng speech as 16-bit mono WAV, resampled with sox to ``rate`` when given."""
+    """espeak-ng speech as 16-bit mono WAV, resampled with sox to ``rate`` when given.
+
+    sox runs with -D: its default dither is random noise, which made the same
+    test clip transcribe differently from run to run.
+    """
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng sox)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -30,7 +34,7 @@ def espeak_wav(text: str, rate: int | None = None) -> bytes:
             return raw.read_bytes()
         if shutil.which("sox") is None:
             pytest.skip("sox is not installed (apt-get install sox)")
-        subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(out)], check=True)
+        subprocess.run(["sox", "-D", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(out)], check=True)
         return out.read_bytes()
 
 
