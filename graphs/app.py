@@ -15,7 +15,9 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from cluster.nodes import load_nodes
-from deployments import embedding, graph_index, model_cache, ner, vector_index
+from deployments import (
+    chatterbox, embedding, graph_index, kokoro, model_cache, ner, piper, stt, vector_index,
+)
 from deployments.profile import resolve_profile
 from deployments.settings import Settings
 from graphs.gateway import Gateway
@@ -90,6 +92,32 @@ MODEL_DEPLOYMENTS: dict[str, ModelDeployment] = {
         task="ingest", deployment=IngestGraph, availability=_ready,
         bind_args=lambda s, p: (s.stores, s.ner), uses=RETRIEVAL_USES,
         optional={"ner": "GlinerNER"}, model=False,
+    ),
+    "WhisperSTT": ModelDeployment(
+        task="stt",
+        deployment=stt.WhisperSTT,
+        availability=lambda s, p: stt.WhisperEngine(
+            s.speech.whisper, p, s.model_cache, s.data_dir).availability(),
+        bind_args=lambda s, p: (s.speech.whisper, p, str(s.model_cache), str(s.data_dir)),
+    ),
+    "KokoroTTS": ModelDeployment(
+        task="tts",
+        deployment=kokoro.KokoroTTS,
+        availability=lambda s, p: kokoro.KokoroEngine(s.speech.kokoro, p, s.model_cache).availability(),
+        bind_args=lambda s, p: (s.speech.kokoro, p, str(s.model_cache)),
+    ),
+    "PiperTTS": ModelDeployment(
+        task="tts",
+        deployment=piper.PiperTTS,
+        availability=lambda s, p: piper.PiperEngine(s.speech.piper_voice).availability(),
+        bind_args=lambda s, p: (s.speech.piper_voice,),
+    ),
+    "ChatterboxTTS": ModelDeployment(
+        task="tts",
+        deployment=chatterbox.ChatterboxTTS,
+        availability=lambda s, p: chatterbox.ChatterboxEngine(
+            s.speech.chatterbox, p, s.model_cache).availability(),
+        bind_args=lambda s, p: (s.speech.chatterbox, p, str(s.model_cache)),
     ),
 }
 

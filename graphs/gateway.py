@@ -24,7 +24,7 @@ from deployments.settings import Settings
 from deployments.stores import StoreUnavailable
 from graphs.http import APIError, RouteTimeout, TokenAuth
 from graphs.metrics import RouteMetrics
-from graphs.routes import embeddings, models, ner, retrieval, status
+from graphs.routes import embeddings, models, ner, retrieval, speech, status, transcription
 from graphs.services import Services
 from graphs.topology import AppArgs
 
@@ -70,6 +70,8 @@ def build_http_app(
         *embeddings.routes(services, settings.embedding),
         *ner.routes(services, settings.ner),
         *retrieval.routes(services, settings.ner),
+        *speech.routes(services, settings.speech),
+        *transcription.routes(services, settings.speech.whisper),
         *status.routes(services, topology, nodes),
     ]
     return Starlette(

