@@ -17,6 +17,8 @@ import time
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.profile import current_placement
+
 from deployments.settings import NerSettings, StoreSettings
 from deployments.stores import DocumentRecord, Mention
 from deployments.stores.postgres import PostgresStore
@@ -142,4 +144,5 @@ class IngestGraph:
         return "direct"
 
     def info(self) -> dict:
-        return {"model": "ingest", "backend": "IngestGraph", "device": "cpu"}
+        return {"model": "ingest", "backend": "IngestGraph", "device": "cpu",
+                **current_placement().to_dict()}

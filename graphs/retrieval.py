@@ -11,6 +11,8 @@ import time
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.profile import current_placement
+
 
 def elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
@@ -39,4 +41,5 @@ class RetrievalGraph:
         return {"query": query, "results": hits, **expansion, "timings_ms": timings}
 
     def info(self) -> dict:
-        return {"model": "retrieval", "backend": "RetrievalGraph", "device": "cpu"}
+        return {"model": "retrieval", "backend": "RetrievalGraph", "device": "cpu",
+                **current_placement().to_dict()}

@@ -35,7 +35,7 @@ def routes(services: Services, token_configured: bool) -> list[Route]:
                     reason=None if ok else replicas[0].get("error") if replicas else "no replica",
                     backend=first.get("backend"),
                     device=first.get("device"),
-                    nodes=sorted({r["host"] for r in ok}),
+                    nodes=sorted({r["host"] for r in ok if "host" in r}),
                 )
             )
         for name, reason in services.unavailable.items():
