@@ -129,6 +129,8 @@ class SpeechSettings(BaseModel):
     """Longest text for /v1/audio/speech (OpenAI's limit) and /v1/tts."""
     default_engine: str = "KokoroTTS"
     """Deployment that speaks when a request names no model, or cloning is down."""
+    piece_timeout_s: float = 30.0
+    """Longest wait for one sentence's audio before the stream moves to another replica."""
 
 
 class Settings(BaseSettings):

@@ -20,6 +20,15 @@ _SENTENCE_END = re.compile(r"(?<=[.!?。！？])[\"')\]]*\s+")
 _ABBREVIATION = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|Prof|Sr|Jr|vs|etc|e\.g|i\.e)|\b[A-Z])\.$")
 
 
+# Short enough for Kokoro's 510-phoneme context and for a quick first sentence.
+TTS_SENTENCE_CHARS = 300
+
+
+def tts_sentences(text: str) -> list[str]:
+    """The sentences a TTS engine speaks one by one; the gateway resumes a stream by them."""
+    return split_sentences(text, TTS_SENTENCE_CHARS)
+
+
 def split_sentences(text: str, max_chars: int = 400) -> list[str]:
     """Sentences in order, none longer than ``max_chars`` (long ones break at commas, then spaces).
 

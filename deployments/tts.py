@@ -17,10 +17,8 @@ import numpy as np
 
 from deployments import audio, model_cache
 from deployments.runtime import ModelReplica
-from deployments.text import SynthesisCancelled, split_sentences
+from deployments.text import SynthesisCancelled, tts_sentences
 
-# Short enough for Kokoro's 510-phoneme context and for a quick first sentence.
-MAX_SENTENCE_CHARS = 300
 
 
 class SpeechBackend(Protocol):
@@ -103,7 +101,7 @@ class TTSEngine:
             raise ValueError(f"unknown voice {voice!r}; available: {b.voices()}")
         rate = audio.check_rate(sample_rate or b.sample_rate)
         job = Job(self, style)
-        for sentence in split_sentences(text, MAX_SENTENCE_CHARS):
+        for sentence in tts_sentences(text):
             job.check()
             samples = b.synthesize(sentence, voice, speed, job)
             yield audio.to_int16(audio.resample(samples, b.sample_rate, rate))
@@ -126,17 +124,20 @@ class TTSReplica(ModelReplica):
         """Async generator of the response bytes in ``fmt``, one piece per sentence for pcm/wav.
 
         Bad input (voice, rate) raises before anything is yielded, so a caller
-        that awaits the first item can still answer 4xx. For pcm/wav that first
-        item is the first sentence's audio (wav: with its header); compressed
-        formats arrive whole at the end. Sentences are synthesized in a thread,
-        so cancel() is served meanwhile.
+        that awaits the first item can still answer 4xx. For pcm/wav there is
+        exactly one item per sentence of ``tts_sentences(text)`` (the first one
+        with the wav header), so a caller can resume a broken stream from the
+        next sentence; compressed formats arrive whole at the end. Sentences are
+        synthesized in a thread, so cancel() is served meanwhile.
         """
         rate = sample_rate or self.engine.sample_rate
         encoder = audio.StreamEncoder(fmt, rate)
         chunks = self.engine.stream(text, voice, speed, rate, style)
         head = encoder.start()
+        streamable = fmt in audio.StreamEncoder.STREAMABLE
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-            if piece := head + encoder.add(chunk):
+            piece = head + encoder.add(chunk)
+            if piece or streamable:
                 yield piece
                 head = b""
         if tail := head + encoder.finish():

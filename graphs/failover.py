@@ -1,64 +1,97 @@
-"""Calls that survive a dead or stalled replica: a deadline, then one retry elsewhere.
+"""TTS streams that survive a dead or stalled replica, sentence by sentence.
 
 Serve retries a request only when its replica died before accepting it; once
-accepted, a node's death fails it. So the gateway puts a deadline on each
-attempt and, when a replica dies or stalls, retries once, steering
-PreferredHostRouter away from the node the lost attempt went to. Model calls routed
-here are idempotent (same text in, same audio out), so a retry is safe.
+accepted, a node's death fails it. So the gateway streams TTS itself with a
+deadline per sentence and, when the replica dies or stalls, opens the stream
+again for the sentences not yet sent, steering PreferredHostRouter away from
+the node that failed. Synthesis is a pure function of the text, so the resumed
+stream continues the audio without a gap or a repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from dataclasses import dataclass
+from typing import AsyncIterator
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-from ray.serve.exceptions import ReplicaUnavailableError, RequestCancelledError
+from ray.serve.exceptions import ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from deployments import routing
+from deployments.text import tts_sentences
 from graphs.http import APIError
 
 log = logging.getLogger("ray.serve")
 
-REPLICA_LOST = (
-    ActorDiedError,
-    ActorUnavailableError,
-    RayActorError,
-    ReplicaUnavailableError,
-    RequestCancelledError,
-)
+REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError)
+STREAMABLE = ("pcm", "wav")  # one piece per sentence (deployments.tts.TTSReplica.stream)
 
 
-@dataclass(frozen=True)
-class Failover:
-    """A deadline per attempt and how many attempts (the retry goes to another node)."""
+class TTSStream:
+    """One TTS response from a deployment's ``stream`` method, resumable by sentence.
 
-    attempt_timeout_s: float
-    attempts: int = 2
+    ``await first()`` opens it and returns the first piece (so bad input is
+    still a 4xx); iterate ``rest()`` for the others. ``host`` is the node whose
+    replica spoke first.
+    """
 
-    async def call(self, handle: DeploymentHandle, method: str, *args, **kwargs):
-        """``await handle.<method>.remote(*args, **kwargs)`` with deadline and one retry."""
-        request_id = routing.current_request_id()
-        start = time.monotonic()
+    def __init__(self, handle: DeploymentHandle, text: str, fmt: str,
+                 piece_timeout_s: float, attempts: int = 3, **kwargs):
+        self.handle, self.text, self.fmt, self.kwargs = handle, text, fmt, kwargs
+        self.piece_timeout_s, self.attempts = piece_timeout_s, attempts
+        self.sentences = tts_sentences(text)
+        self.sent = 0  # sentences delivered (pcm/wav)
+        self.host: str | None = None
+        self.resumed = 0
+        self.request_id = routing.current_request_id()
+        self._pieces = self._run()
+
+    async def first(self) -> bytes:
+        try:
+            return await self._pieces.__anext__()
+        except StopAsyncIteration:
+            return b""
+
+    async def rest(self) -> AsyncIterator[bytes]:
+        async for piece in self._pieces:
+            yield piece
+
+    def _open(self, fmt: str):
+        remaining = " ".join(self.sentences[self.sent:]) if fmt in STREAMABLE else self.text
+        return self.handle.options(stream=True).stream.remote(text=remaining, fmt=fmt, **self.kwargs)
+
+    async def _run(self) -> AsyncIterator[bytes]:
+        fmt = self.fmt
         for attempt in range(1, self.attempts + 1):
+            stream = self._open(fmt)
             try:
-                response = getattr(handle, method).remote(*args, **kwargs)
-                return await asyncio.wait_for(response, self.attempt_timeout_s)
+                while True:
+                    piece = await asyncio.wait_for(stream.__anext__(), self.piece_timeout_s)
+                    if self.host is None:
+                        self.host = routing.served_by(self.request_id)
+                    if fmt in STREAMABLE:
+                        self.sent += 1
+                    if piece:
+                        yield piece
+            except StopAsyncIteration:
+                return
             except (asyncio.TimeoutError, *REPLICA_LOST) as exc:
-                kind = "stalled" if isinstance(exc, asyncio.TimeoutError) else "lost"
-                log.warning(
-                    "%s.%s attempt %d: replica %s (%s)", handle.deployment_name, method,
-                    attempt, kind, type(exc).__name__,
-                )
+                stream.cancel()
+                failed = routing.served_by(self.request_id)
+                log.warning("%s stream broke after %d sentences on %s (%s), attempt %d",
+                            self.handle.deployment_name, self.sent, failed or "?",
+                            type(exc).__name__, attempt)
                 if attempt == self.attempts:
+                    stalled = isinstance(exc, asyncio.TimeoutError)
                     raise APIError(
-                        504 if kind == "stalled" else 503,
-                        f"{handle.deployment_name} did not answer within "
-                        f"{time.monotonic() - start:.1f} s after {attempt} attempts",
-                        type="timeout" if kind == "stalled" else "unavailable",
+                        504 if stalled else 503,
+                        f"{self.handle.deployment_name} failed {attempt} times "
+                        f"({'no audio within the deadline' if stalled else 'replica lost'})",
+                        type="timeout" if stalled else "unavailable",
                         headers={"Retry-After": "1"},
                     ) from None
-                routing.steer_away(request_id, routing.served_by(request_id))
+                routing.steer_away(self.request_id, failed)
+                self.resumed += 1
+                if fmt == "wav" and self.sent:
+                    fmt = "pcm"  # the header went out with the first sentence

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from deployments.settings import SpeechSettings
 from deployments.text import SynthesisCancelled, clean_text
+from graphs.failover import TTSStream
 from graphs.http import APIError, parse_json
 from graphs.schemas import (
     CancelResponse, ChatterboxTTSRequest, SpeechRequest, VoiceCard, VoiceList,
@@ -57,13 +58,12 @@ async def tts_info(services: Services, name: str) -> dict:
     raise APIError(503, f"{name} has no ready replica yet", type="unavailable")
 
 
-async def open_stream(services: Services, name: str, **kwargs):
-    """Start a TTS stream and wait for its first piece, so bad input is still a 4xx."""
-    stream = services.get(name).options(stream=True).stream.remote(**kwargs)
+async def open_stream(services: Services, name: str, settings: SpeechSettings,
+                      text: str, fmt: str, **kwargs) -> tuple[bytes, TTSStream]:
+    """Start a failover-safe TTS stream and wait for its first piece, so bad input is still a 4xx."""
+    stream = TTSStream(services.get(name), text, fmt, settings.piece_timeout_s, **kwargs)
     try:
-        first = await stream.__anext__()
-    except StopAsyncIteration:
-        first = b""
+        first = await stream.first()
     except ValueError as exc:
         raise APIError(400, str(exc)) from None
     except SynthesisCancelled:
@@ -71,14 +71,20 @@ async def open_stream(services: Services, name: str, **kwargs):
     return first, stream
 
 
-async def rest_of(first: bytes, stream):
+async def rest_of(first: bytes, stream: TTSStream):
     """Forward a started stream; a cancel mid-way ends it early (the audio so far stands)."""
     yield first
     try:
-        async for piece in stream:
+        async for piece in stream.rest():
             yield piece
     except SynthesisCancelled:
         return
+
+
+def served_headers(engine: str, stream: TTSStream) -> dict[str, str]:
+    """Which engine and node spoke (and whether a node failed mid-way)."""
+    return {"X-TTS-Engine": engine, "X-Served-By": stream.host or "unknown",
+            "X-TTS-Resumed": str(stream.resumed)}
 
 
 def routes(services: Services, settings: SpeechSettings) -> list[Route]:
@@ -95,14 +101,14 @@ def routes(services: Services, settings: SpeechSettings) -> list[Route]:
         else:
             engine, kwargs = settings.default_engine, {}
         first, stream = await open_stream(
-            services, engine, text=text, sample_rate=body.sample_rate, fmt="pcm", **kwargs)
+            services, engine, settings, text, "pcm", sample_rate=body.sample_rate, **kwargs)
         pcm = b"".join([piece async for piece in rest_of(first, stream)])
         headers = {
             "X-Audio-Duration": f"{len(pcm) / 2 / body.sample_rate:.3f}",
             "X-Sample-Rate": str(body.sample_rate),
             "X-Channels": "1",
             "X-Format": "pcm_s16le",
-            "X-TTS-Engine": engine,
+            **served_headers(engine, stream),
         }
         if engine != CLONER:
             headers["X-TTS-Fallback-Reason"] = services.unavailable.get(CLONER, "not deployed")[:200]
@@ -132,11 +138,11 @@ def routes(services: Services, settings: SpeechSettings) -> list[Route]:
             voice = info["default_voice"]
         rate = body.sample_rate or info["sample_rate"]
         first, stream = await open_stream(
-            services, engine, text=text, voice=voice, speed=body.speed, sample_rate=rate,
-            fmt=body.response_format)
+            services, engine, settings, text, body.response_format, voice=voice,
+            speed=body.speed, sample_rate=rate)
         return StreamingResponse(
             rest_of(first, stream), media_type=MEDIA_TYPES[body.response_format],
-            headers={"X-TTS-Engine": engine, "X-Sample-Rate": str(rate)},
+            headers={**served_headers(engine, stream), "X-Sample-Rate": str(rate)},
         )
 
     async def voices(_: Request) -> JSONResponse:
