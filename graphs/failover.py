@@ -36,10 +36,10 @@ class TTSStream:
     replica spoke first.
     """
 
-    def __init__(self, handle: DeploymentHandle, text: str, fmt: str,
-                 piece_timeout_s: float, attempts: int = 3, **kwargs):
+    def __init__(self, handle: DeploymentHandle, text: str, fmt: str, piece_timeout_s: float,
+                 suspect_s: float = 3.0, attempts: int = 3, **kwargs):
         self.handle, self.text, self.fmt, self.kwargs = handle, text, fmt, kwargs
-        self.piece_timeout_s, self.attempts = piece_timeout_s, attempts
+        self.piece_timeout_s, self.suspect_s, self.attempts = piece_timeout_s, suspect_s, attempts
         self.sentences = tts_sentences(text)
         self.sent = 0  # sentences delivered (pcm/wav)
         self.host: str | None = None
@@ -67,6 +67,9 @@ class TTSStream:
             stream = self._open(fmt)
             try:
                 while True:
+                    if fmt in STREAMABLE and self.sent == len(self.sentences):
+                        stream.cancel()  # every sentence is out: no need to wait for the end marker
+                        return
                     piece = await asyncio.wait_for(stream.__anext__(), self.piece_timeout_s)
                     if self.host is None:
                         self.host = routing.served_by(self.request_id)
@@ -92,6 +95,8 @@ class TTSStream:
                         headers={"Retry-After": "1"},
                     ) from None
                 routing.steer_away(self.request_id, failed)
+                if not isinstance(exc, asyncio.TimeoutError):  # lost, not merely slow
+                    routing.suspect(failed, self.suspect_s)
                 self.resumed += 1
                 if fmt == "wav" and self.sent:
                     fmt = "pcm"  # the header went out with the first sentence

@@ -22,6 +22,7 @@ class Services:
     """Deployment name to its task (embeddings, stt, tts, ner...)."""
     _info: dict[str, list[dict]] = field(default_factory=dict)
     _info_at: float = 0.0
+    _refresh: asyncio.Task | None = None
 
     def get(self, name: str) -> DeploymentHandle:
         """The handle, or a 503 APIError saying why the deployment is not running."""
@@ -30,16 +31,31 @@ class Services:
         raise unavailable(name, self.unavailable.get(name, "not part of this application"))
 
     async def replica_info(self, max_age_s: float = INFO_TTL_S) -> dict[str, list[dict]]:
-        """``info()`` of every live replica of every deployment, at most ``max_age_s`` old."""
-        if time.monotonic() - self._info_at < max_age_s and self._info:
-            return self._info
+        """``info()`` of every live replica of every deployment, at most ``max_age_s`` old.
 
+        Routine callers (the default age) get what is cached at once and a refresh
+        runs behind them, so no request waits on a dead replica's timeout; a
+        caller that asks for fresher data (/v1/status) waits for it.
+        """
+        age = time.monotonic() - self._info_at
+        if self._info and age < max_age_s:
+            return self._info
+        if self._info and max_age_s >= INFO_TTL_S:
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.create_task(self._read_info(keep_last=True))
+            return self._info
+        await self._read_info(keep_last=max_age_s > 0)
+        return self._info
+
+    async def _read_info(self, keep_last: bool) -> None:
         async def one(name: str, handle: DeploymentHandle) -> tuple[str, list[dict]]:
             try:
                 return name, list(await handle.broadcast("info").results_async(timeout_s=5))
-            except Exception as exc:  # a deployment still starting or failing
-                return name, [{"error": f"{type(exc).__name__}: {exc}"}]
+            except Exception as exc:  # a replica starting, failing, or on a dead node
+                # Routine callers keep what the replicas said last time: voices,
+                # rates and models do not change when a node dies.
+                last = [r for r in self._info.get(name, []) if "error" not in r] if keep_last else []
+                return name, last or [{"error": f"{type(exc).__name__}: {exc}"}]
 
         pairs = await asyncio.gather(*(one(n, h) for n, h in self.handles.items()))
         self._info, self._info_at = dict(pairs), time.monotonic()
-        return self._info

@@ -61,7 +61,8 @@ async def tts_info(services: Services, name: str) -> dict:
 async def open_stream(services: Services, name: str, settings: SpeechSettings,
                       text: str, fmt: str, **kwargs) -> tuple[bytes, TTSStream]:
     """Start a failover-safe TTS stream and wait for its first piece, so bad input is still a 4xx."""
-    stream = TTSStream(services.get(name), text, fmt, settings.piece_timeout_s, **kwargs)
+    stream = TTSStream(services.get(name), text, fmt, settings.piece_timeout_s,
+                       settings.suspect_s, **kwargs)
     try:
         first = await stream.first()
     except ValueError as exc:
