@@ -19,13 +19,7 @@ from rich.markup import escape
 from clients import tables
 from clients.client import HerClient
 from clients.retry import HerServeError, RetryPolicy
-
-try:
-    from clients.status_view import render_status
-except ModuleNotFoundError as exc:  # the status renderer is being written on another branch
-    if exc.name != "clients.status_view":
-        raise
-    render_status = tables.generic
+from clients.status_view import render_capacity, render_status
 
 app = typer.Typer(
     name="her-serve",
@@ -94,13 +88,16 @@ def models(ctx: typer.Context) -> None:
 
 @app.command()
 def capacity(
+    ctx: typer.Context,
     config: Path = typer.Argument(Path("serve_config.yaml"), help="Serve config to plan"),
     nodes: Optional[Path] = typer.Option(None, "--nodes", help="Node definitions "
                                          "[default: cluster/nodes.yaml]"),
     planned: bool = typer.Option(True, "--planned/--enabled-only",
                                  help="Count disabled (planned) deployments too"),
+    live: bool = typer.Option(False, "--live", help="Also show the running cluster's use "
+                              "next to the plan (GET /v1/status)"),
 ) -> None:
-    """Does the config fit on Titan and Panda? (local: reads files, calls no server)"""
+    """Does the config fit on Titan and Panda? The plan reads files; --live asks the cluster."""
     from cluster.capacity import check_files
     from cluster.nodes import NODES_FILE
 
@@ -111,6 +108,9 @@ def capacity(
         raise typer.Exit(2) from None
     for table in tables.capacity_tables(loads):
         console.print(table)
+    if live:
+        with connect(ctx) as client:
+            console.print(render_capacity(client.status()))
     if problems:
         raise typer.Exit(1)
     console.print("[green]every node fits (failover targets included)[/]")
@@ -121,7 +121,8 @@ def say(
     ctx: typer.Context,
     text: str = typer.Argument(..., help="What to say"),
     output: Path = typer.Option(..., "-o", "--output", help="WAV file to write"),
-    voice: str = typer.Option("af_heart", "--voice", help="Voice name"),
+    voice: str = typer.Option("alloy", "--voice", help="Voice name (OpenAI names mean the "
+                              "model's default voice)"),
     speed: float = typer.Option(1.0, "--speed"),
 ) -> None:
     """Text to a WAV file (POST /v1/audio/speech)."""

@@ -91,3 +91,16 @@ def test_cli_wrong_token_is_a_readable_error(serve_cluster):
                                       "embed", "hello"])
     assert result.exit_code == 1
     assert "HTTP 401" in result.output and "Traceback" not in result.output
+
+
+def test_cli_status_and_live_capacity(serve_cluster):
+    """`status` shows where replicas run; `capacity --live` puts live use next to the plan."""
+    runner = CliRunner(env={"COLUMNS": "220"})
+    base = ["--url", serve_cluster.base_url, "--token", serve_cluster.token]
+    result = runner.invoke(app, [*base, "status"])
+    assert result.exit_code == 0, result.output
+    for word in ("titan", "panda", "Embedder", "PiperTTS", "MiniLMBackend"):
+        assert word in result.output, word
+    result = runner.invoke(app, [*base, "capacity", "--live", "serve_config.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "planned" in result.output and "fits" in result.output
