@@ -70,7 +70,7 @@ def test_status_deployments_match_serve_and_the_config(serve_cluster, status):
     assert (embedder.backend, embedder.device) == ("MiniLMBackend", "cpu")
     assert embedder.gpu_memory_capped is False and embedder.gpu_memory_used_gb is None
     assert {r.host for r in by_name["Gateway"].replicas} == {"titan", "panda"}
-    assert "disabled" in by_name["WhisperSTT"].message
+    assert "model cache" in by_name["ChatterboxTTS"].message  # weights absent: not started
 
 
 def test_status_budget_is_the_planner_next_to_running_replicas(status):
