@@ -135,6 +135,21 @@ class SpeechSettings(BaseModel):
     """How long a host whose replica was lost is ranked last for every request."""
 
 
+class LLMSettings(BaseModel):
+    """The external OpenAI-compatible chat endpoint the voice graph streams from."""
+
+    url: str = ""
+    """Base URL of the chat endpoint, e.g. http://titan:8003/v1. Empty: voice turns are refused."""
+    model: str = "gemma"
+    api_key: str = ""
+    first_token_timeout_s: float = 10.0
+    """Longest wait for the first token."""
+    token_timeout_s: float = 5.0
+    """Longest silence between two tokens."""
+    max_tokens: int = 400
+    temperature: float = 0.6
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SERVE_", env_nested_delimiter="__", extra="ignore"
@@ -152,3 +167,4 @@ class Settings(BaseSettings):
     stores: StoreSettings = Field(default_factory=StoreSettings)
     ner: NerSettings = Field(default_factory=NerSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)

@@ -23,6 +23,7 @@ from deployments.settings import Settings
 from graphs.gateway import Gateway
 from graphs.ingest import IngestGraph
 from graphs.retrieval import RetrievalGraph
+from graphs.voice import VoiceGraph
 from graphs.topology import AppArgs, DeploymentSpec
 
 log = logging.getLogger("ray.serve")
@@ -88,6 +89,13 @@ MODEL_DEPLOYMENTS: dict[str, ModelDeployment] = {
         task="retrieval", deployment=RetrievalGraph, availability=_ready,
         bind_args=lambda s, p: (), uses=RETRIEVAL_USES, model=False,
     ),
+    "VoiceGraph": ModelDeployment(
+        task="voice", deployment=VoiceGraph, availability=_ready,
+        bind_args=lambda s, p: (s.llm, s.speech), uses={"stt": "WhisperSTT"},
+        optional={"kokoro": "KokoroTTS", "piper": "PiperTTS", "chatterbox": "ChatterboxTTS",
+                  "retrieval": "RetrievalGraph"},
+        model=False,
+    ),
     "IngestGraph": ModelDeployment(
         task="ingest", deployment=IngestGraph, availability=_ready,
         bind_args=lambda s, p: (s.stores, s.ner), uses=RETRIEVAL_USES,
@@ -129,7 +137,7 @@ def build_app(args: dict) -> Application:
     profile = resolve_profile(app_args.profile if app_args.profile != "auto" else settings.profile)
     handles, unavailable = {}, {}
     # Models first, then the graphs that compose them.
-    for name, spec in sorted(app_args.deployments.items(), key=lambda kv: _composes(kv[0])):
+    for name, spec in sorted(app_args.deployments.items(), key=lambda kv: _depth(kv[0])):
         if name == "Gateway":
             continue
         reason = _why_not(name, spec, settings, profile) or _missing(name, handles, unavailable)
@@ -155,9 +163,11 @@ def build_app(args: dict) -> Application:
     )
 
 
-def _composes(name: str) -> bool:
+def _depth(name: str) -> int:
+    """0 for models, 1 + the deepest dependency for graphs: bind order, dependencies first."""
     model = MODEL_DEPLOYMENTS.get(name)
-    return bool(model and (model.uses or model.optional))
+    deps = [*model.uses.values(), *model.optional.values()] if model else []
+    return 1 + max(map(_depth, deps)) if deps else 0
 
 
 def _missing(name: str, handles: dict, unavailable: dict) -> str:

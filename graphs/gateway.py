@@ -24,7 +24,9 @@ from deployments.settings import Settings
 from deployments.stores import StoreUnavailable
 from graphs.http import APIError, RouteTimeout, TokenAuth
 from graphs.metrics import RouteMetrics
-from graphs.routes import embeddings, models, ner, retrieval, speech, status, transcription
+from graphs.routes import (
+    embeddings, models, ner, retrieval, speech, status, transcription, voice,
+)
 from graphs.services import Services
 from graphs.topology import AppArgs
 
@@ -72,6 +74,7 @@ def build_http_app(
         *retrieval.routes(services, settings.ner),
         *speech.routes(services, settings.speech),
         *transcription.routes(services, settings.speech.whisper),
+        *voice.routes(services, settings.speech.whisper),
         *status.routes(services, topology, nodes),
     ]
     return Starlette(

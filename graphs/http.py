@@ -14,6 +14,9 @@ import logging
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -79,6 +82,41 @@ async def parse_json(request: Request, model: type[M], max_bytes: int) -> M:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, f"malformed JSON: {exc}") from None
     return validate(model, data)
+
+
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields
+
+
+async def read_audio_form(
+    request: Request, max_bytes: int, model: type[M], list_fields: tuple[str, ...] = ()
+) -> tuple[bytes, M]:
+    """A multipart upload: the ``file`` field's bytes (bounded) and the other fields as ``model``.
+
+    ``list_fields`` may repeat, as ``name`` or ``name[]`` (OpenAI's form style).
+    """
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        raise APIError(415, f"content-type must be multipart/form-data, not {ctype or 'missing'!r}")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD:
+        raise APIError(413, f"upload is {declared} bytes; the audio limit is {max_bytes}")
+    try:
+        form = await request.form(max_files=1, max_fields=32)
+    except (MultiPartException, HTTPException) as exc:  # Starlette wraps parser errors in a 400
+        raise APIError(400, f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise APIError(400, "missing the 'file' field (the audio)", param="file")
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise APIError(413, f"audio exceeds the limit of {max_bytes} bytes", param="file")
+    fields: dict = {k: v for k, v in form.multi_items() if k != "file" and isinstance(v, str)}
+    for name in list_fields:
+        values = form.getlist(f"{name}[]") or form.getlist(name)
+        fields.pop(f"{name}[]", None)
+        if values:
+            fields[name] = values
+    return data, validate(model, fields)
 
 
 def validate(model: type[M], data: object) -> M:

@@ -14,20 +14,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 import httpx
-from pydantic import BaseModel
-
-
-class LLMSettings(BaseModel):
-    url: str = ""
-    """Base URL of the chat endpoint, e.g. http://titan:8003/v1. Empty: voice turns are refused."""
-    model: str = "gemma"
-    api_key: str = ""
-    first_token_timeout_s: float = 10.0
-    """Longest wait for the first token."""
-    token_timeout_s: float = 5.0
-    """Longest silence between two tokens."""
-    max_tokens: int = 400
-    temperature: float = 0.6
+from deployments.settings import LLMSettings
 
 
 class LLMError(Exception):

@@ -417,3 +417,40 @@ class TranscriptionVerbose(BaseModel):
     text: str
     segments: list[TranscriptionSegment] | None = None
     words: list[TranscriptionWord] | None = None
+
+
+# --- voice graph ----------------------------------------------------------------------
+
+
+class VoiceTurnForm(BaseModel):
+    """The non-file fields of ``POST /v1/voice/turn`` (multipart, the file is the utterance)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    turn_id: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Name the turn to cancel it later; generated when absent (and sent back as X-Turn-Id)."""
+    sample_rate: int | None = None
+    """The file is raw 16-bit little-endian mono PCM at this rate."""
+    engine: Literal["kokoro", "piper", "chatterbox"] = "kokoro"
+    voice: str | None = None
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    output_sample_rate: int = Field(default=24_000, ge=8_000, le=48_000)
+    retrieve: bool = False
+    """Add /v1/retrieve's top results to the LLM's context."""
+    k: int = Field(default=3, ge=1, le=20)
+    system_prompt: str | None = Field(default=None, max_length=4000)
+    language: str | None = None
+
+
+class VoiceCancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    turn_id: str = Field(min_length=1, max_length=64)
+
+
+class VoiceCancelResponse(BaseModel):
+    turn_id: str
+    cancelled: bool
+    samples_sent: int
+    """Audio samples already sent when the turn stopped: what the caller has heard at most."""
+    sample_rate: int

@@ -88,7 +88,20 @@ def store_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def serve_cluster(store_env) -> ServeCluster:
+def fake_llm():
+    """An OpenAI-compatible chat server (the LLM is outside the project), set as SERVE_LLM__URL
+    before the app is built; tests pick its behaviour with a [fake:<mode>] system prompt."""
+    from tests.fakes.llm_server import FakeLLM
+
+    with FakeLLM(slow_s=0.6) as server:
+        os.environ["SERVE_LLM__URL"] = server.url
+        os.environ["SERVE_LLM__FIRST_TOKEN_TIMEOUT_S"] = "3"
+        os.environ["SERVE_LLM__TOKEN_TIMEOUT_S"] = "3"
+        yield server
+
+
+@pytest.fixture(scope="session")
+def serve_cluster(store_env, fake_llm) -> ServeCluster:
     """Start titan + panda nodes, deploy serve_config.yaml, wait until /health answers."""
     box = sandbox.start(TEST_TOKEN)
     yield box

@@ -7,22 +7,17 @@ cannot accept comes back as a 400.
 
 from __future__ import annotations
 
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from deployments.settings import WhisperSettings
-from graphs.http import APIError, validate
+from graphs.http import APIError, read_audio_form
 from graphs.schemas import (
     Transcription, TranscriptionForm, TranscriptionSegment, TranscriptionVerbose,
     TranscriptionWord,
 )
 from graphs.services import Services
-
-FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields
 
 
 def _timestamp(seconds: float, sep: str) -> str:
@@ -44,34 +39,10 @@ def subtitles(segments: list[dict], fmt: str) -> str:
     return body if fmt == "srt" else f"WEBVTT\n\n{body}"
 
 
-async def read_form(request: Request, max_bytes: int) -> tuple[bytes, TranscriptionForm]:
-    ctype = request.headers.get("content-type", "")
-    if not ctype.lower().startswith("multipart/form-data"):
-        raise APIError(415, f"content-type must be multipart/form-data, not {ctype or 'missing'!r}")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD:
-        raise APIError(413, f"upload is {declared} bytes; the audio limit is {max_bytes}")
-    try:
-        form = await request.form(max_files=1, max_fields=32)
-    except (MultiPartException, HTTPException) as exc:  # Starlette wraps parser errors in a 400
-        raise APIError(400, f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise APIError(400, "missing the 'file' field (the audio)", param="file")
-    data = await upload.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise APIError(413, f"audio exceeds the limit of {max_bytes} bytes", param="file")
-    fields: dict = {k: v for k, v in form.multi_items() if k != "file" and isinstance(v, str)}
-    grains = form.getlist("timestamp_granularities[]") or form.getlist("timestamp_granularities")
-    fields.pop("timestamp_granularities[]", None)
-    if grains:
-        fields["timestamp_granularities"] = grains
-    return data, validate(TranscriptionForm, fields)
-
-
 def routes(services: Services, limits: WhisperSettings) -> list[Route]:
     async def transcribe(request: Request) -> Response:
-        data, form = await read_form(request, limits.max_audio_bytes)
+        data, form = await read_audio_form(
+            request, limits.max_audio_bytes, TranscriptionForm, ("timestamp_granularities",))
         words = "word" in form.timestamp_granularities
         try:
             result = await services.get("WhisperSTT").transcribe.remote(

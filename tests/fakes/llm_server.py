@@ -1,6 +1,7 @@
 """A small OpenAI-compatible chat server that streams a scripted reply.
 
-The requested ``model`` picks the behaviour:
+The requested ``model``, or a ``[fake:<mode>]`` marker in the system prompt
+(how a test picks it through the voice graph), chooses the behaviour:
   fast     the reply, a few words per chunk, no delay
   slow     the first sentence at once, then one chunk every ``slow_s``
   hang     accepts the request and never sends a token
@@ -27,6 +28,9 @@ REPLY = (
     "It stops at the airport on the way. "
     "Bring a warm coat because the evening will be cold."
 )
+
+
+MODES = ("fast", "slow", "hang", "garbage", "die")
 
 
 def _chunk(text: str) -> str:
@@ -65,7 +69,9 @@ class FakeLLM:
     async def chat(self, request: Request):
         body = await request.json()
         self.requests.append(body)
-        mode = body.get("model", "fast")
+        system = next((m.get("content", "") for m in body.get("messages", [])
+                       if m.get("role") == "system"), "")
+        mode = next((m for m in MODES if f"[fake:{m}]" in system), body.get("model", "fast"))
         if mode == "garbage":
             return PlainTextResponse("<html>definitely not a stream</html>")
         words = self.reply.split(" ")

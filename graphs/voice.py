@@ -1,0 +1,232 @@
+"""The voice graph: one utterance in, the spoken answer streamed out, with barge-in.
+
+STT -> (retrieval context) -> streaming LLM -> sentences -> TTS per sentence.
+Each sentence is synthesized as soon as the LLM has finished it, so the first
+words play while the LLM is still writing the rest. A turn yields frames
+(dicts) that the HTTP route writes as NDJSON; ``cancel(turn_id)`` stops the
+LLM stream and the pending synthesis and reports how much audio was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.profile import current_placement
+from deployments.settings import LLMSettings, SpeechSettings
+from deployments.text import split_sentences
+from graphs.failover import TTSStream
+from graphs.llm import ChatLLM, LLMError
+from graphs.metrics import record_stage, stage_timer
+
+log = logging.getLogger("ray.serve")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant on a phone call. Answer in a few short, "
+    "plain sentences without lists or markup."
+)
+
+
+def since(start: float) -> float:
+    """Milliseconds since ``start`` (a perf_counter reading)."""
+    return (time.perf_counter() - start) * 1e3
+
+
+class SentenceBuffer:
+    """Turns a stream of text pieces into whole sentences, as early as each is complete."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def feed(self, piece: str) -> list[str]:
+        self.text += piece
+        parts = split_sentences(self.text)
+        if len(parts) < 2:
+            return []
+        # The last part may still grow; keep it (and what follows it) buffered.
+        tail = parts[-1]
+        self.text = self.text[self.text.rindex(tail):]
+        return parts[:-1]
+
+    def flush(self) -> list[str]:
+        parts, self.text = split_sentences(self.text), ""
+        return parts
+
+
+@dataclass
+class Turn:
+    turn_id: str
+    sample_rate: int
+    samples_sent: int = 0
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class TurnRefused(LookupError):
+    """The turn cannot run at all (no LLM, no such TTS engine): a 503 before any work."""
+
+
+@serve.deployment(max_ongoing_requests=32)
+class VoiceGraph:
+    """Handles come from build_app: STT is required; TTS engines and retrieval are optional."""
+
+    def __init__(
+        self,
+        llm: LLMSettings,
+        speech: SpeechSettings,
+        stt: DeploymentHandle,
+        kokoro: DeploymentHandle | None = None,
+        kokoro_unavailable: str = "",
+        piper: DeploymentHandle | None = None,
+        piper_unavailable: str = "",
+        chatterbox: DeploymentHandle | None = None,
+        chatterbox_unavailable: str = "",
+        retrieval: DeploymentHandle | None = None,
+        retrieval_unavailable: str = "",
+    ):
+        self.stt, self.retrieval, self.speech = stt, retrieval, speech
+        self.tts = {k: h for k, h in (("kokoro", kokoro), ("piper", piper),
+                                       ("chatterbox", chatterbox)) if h is not None}
+        self.tts_unavailable = {"kokoro": kokoro_unavailable, "piper": piper_unavailable,
+                                "chatterbox": chatterbox_unavailable}
+        self.llm = ChatLLM(llm)
+        self.turns: dict[str, Turn] = {}
+        self.placement = current_placement()
+
+    def info(self) -> dict:
+        return {"model": "voice", "backend": "VoiceGraph", "device": "cpu",
+                "llm": self.llm.settings.url or None, "tts": sorted(self.tts),
+                **self.placement.to_dict()}
+
+    def check(self, engine: str) -> None:
+        """Refuse a turn that cannot run before any work is done."""
+        if not self.llm.configured:
+            raise TurnRefused("no LLM is configured: set SERVE_LLM__URL to an "
+                              "OpenAI-compatible chat endpoint (the vLLM server on Titan)")
+        if engine not in self.tts:
+            raise TurnRefused(f"TTS engine {engine!r} is not running: "
+                              f"{self.tts_unavailable.get(engine) or 'not deployed'}")
+
+    async def turn(
+        self, turn_id: str, audio: bytes, pcm_rate: int | None, options: dict
+    ) -> AsyncIterator[dict]:
+        """Frames of one turn; errors before the first frame are the caller's 4xx/503."""
+        engine = options.get("engine") or "kokoro"
+        self.check(engine)
+        turn = Turn(turn_id, int(options.get("output_sample_rate") or 24_000))
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        with stage_timer("voice", "stt", timings):
+            heard = await self.stt.transcribe.remote(audio, pcm_rate, options.get("language"))
+        self.turns[turn_id] = turn
+        try:
+            yield {"type": "transcript", "turn_id": turn_id, "text": heard["text"],
+                   "language": heard.get("language")}
+            context = []
+            if options.get("retrieve") and self.retrieval is not None and heard["text"].strip():
+                with stage_timer("voice", "retrieval", timings):
+                    found = await self.retrieval.retrieve.remote(
+                        heard["text"], int(options.get("k") or 3), 1, None)
+                context = [r["text"] for r in found.get("results", [])]
+                yield {"type": "context", "results": context}
+            async for frame in self._answer(turn, heard["text"], context, engine, options,
+                                            timings, started):
+                yield frame
+        finally:
+            self.turns.pop(turn_id, None)
+
+    async def _answer(self, turn: Turn, text: str, context: list[str], engine: str,
+                      options: dict, timings: dict, started: float) -> AsyncIterator[dict]:
+        system = options.get("system_prompt") or DEFAULT_SYSTEM_PROMPT
+        if context:
+            system += "\n\nWhat you know that may help:\n" + "\n".join(f"- {c}" for c in context)
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        reply: list[str] = []
+
+        async def speak(sentence: str) -> bytes:
+            stream = TTSStream(self.tts[engine], sentence, "pcm", self.speech.piece_timeout_s,
+                               self.speech.suspect_s, voice=options.get("voice"),
+                               speed=float(options.get("speed") or 1.0),
+                               sample_rate=turn.sample_rate)
+            return await stream.first() + b"".join([p async for p in stream.rest()])
+
+        async def produce() -> None:
+            buffer, first = SentenceBuffer(), True
+            try:
+                async for piece in self.llm.stream(messages):
+                    if first:
+                        record_stage("voice", "llm_first_token", since(started), timings)
+                        first = False
+                    reply.append(piece)
+                    for sentence in buffer.feed(piece):
+                        await sentences.put(sentence)
+                for sentence in buffer.flush():
+                    await sentences.put(sentence)
+                record_stage("voice", "llm_done", since(started), timings)
+            finally:
+                await sentences.put(None)
+
+        producer = asyncio.create_task(produce())
+        cancel_wait = asyncio.create_task(turn.cancelled.wait())
+        error: dict | None = None
+        index = 0
+        try:
+            while True:
+                next_sentence = asyncio.create_task(sentences.get())
+                await asyncio.wait({next_sentence, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if turn.cancelled.is_set():
+                    next_sentence.cancel()
+                    break
+                sentence = next_sentence.result()
+                if sentence is None:
+                    break
+                synth = asyncio.create_task(speak(sentence))
+                await asyncio.wait({synth, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if turn.cancelled.is_set():
+                    synth.cancel()
+                    break
+                pcm: bytes = synth.result()
+                if index == 0:
+                    record_stage("voice", "first_audio", since(started), timings)
+                turn.samples_sent += len(pcm) // 2
+                yield {"type": "audio", "index": index, "text": sentence,
+                       "sample_rate": turn.sample_rate, "samples": len(pcm) // 2,
+                       "audio": base64.b64encode(pcm).decode()}
+                index += 1
+            if producer.done() and producer.exception() is not None:
+                raise producer.exception()
+        except LLMError as exc:
+            error = {"type": "error", "stage": "llm", "kind": exc.kind, "message": str(exc)}
+        except Exception as exc:  # a TTS failure after failover: reported, never a hang
+            log.warning("voice turn %s failed: %s", turn.turn_id, exc)
+            error = {"type": "error", "stage": "tts", "message": str(exc)}
+        finally:
+            producer.cancel()
+            cancel_wait.cancel()
+        if error:
+            yield error
+        record_stage("voice", "total", since(started), timings)
+        yield {"type": "done", "turn_id": turn.turn_id, "reply": "".join(reply).strip(),
+               "cancelled": turn.cancelled.is_set(), "samples_sent": turn.samples_sent,
+               "sample_rate": turn.sample_rate, "timings_ms": timings}
+
+    async def cancel(self, turn_id: str) -> dict | None:
+        """Barge-in: stop this replica's turn ``turn_id``; None when it is not here."""
+        turn = self.turns.get(turn_id)
+        if turn is None:
+            return None
+        turn.cancelled.set()
+        # Stop the sentence being synthesized right now, inside the engine's loop.
+        await asyncio.gather(
+            *(h.broadcast("cancel").results_async(timeout_s=2) for h in self.tts.values()),
+            return_exceptions=True,
+        )
+        return {"turn_id": turn_id, "cancelled": True, "samples_sent": turn.samples_sent,
+                "sample_rate": turn.sample_rate}
