@@ -42,6 +42,7 @@ bench: ## benchmarks; results go to docs/BENCHMARKS.md
 	$(PY) -m bench.embeddings
 	$(PY) -m bench.speech
 	$(PY) -m bench.retrieval
+	$(PY) -m bench.voice
 
 chaos: ## panda hard-killed under TTS load, ours vs Ray's native label fallback (docs/BENCHMARKS.md)
 	$(PY) -m bench.failover --duration 60 --rate 12
