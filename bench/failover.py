@@ -8,7 +8,8 @@ at half-way:
   * this project's: one TTS replica per node, PreferredHostRouter preferring
     panda, per-attempt deadline and one retry on the other node;
   * Ray's native label fallback: one replica with label_selector panda and
-    fallback_strategy titan, the default router, no retry.
+    fallback_strategy titan and the default router (the gateway's retry on a
+    lost replica still applies, so only placement differs).
 The chaos tests (tests/chaos) call ``run_scenario`` with shorter settings.
 """
 
@@ -83,10 +84,13 @@ class Summary:
     back_on_panda_s: float | None  # after panda's return; None: never
     failures: dict[str, int]
     failed_at_s: list[float]  # when each failed request was sent, relative to the kill
+    down_s: float  # how long panda stayed dead (inf: it did not come back)
 
     def row(self, label: str) -> str:
         back = "never" if self.back_on_panda_s is None else f"{self.back_on_panda_s:.1f} s"
-        return (f"| {label} | {self.sent} | {self.failed} | {self.longest_gap_s:.2f} s "
+        while_down = sum(1 for t in self.failed_at_s if 0 <= t < self.down_s)
+        return (f"| {label} | {self.sent} | {self.failed} ({while_down} while panda was down, "
+                f"{self.failed - while_down} after) | {self.longest_gap_s:.2f} s "
                 f"| {self.p99_during_failover_ms:.0f} ms | {back} |")
 
 
@@ -103,7 +107,8 @@ def summarize(outcomes: list[Outcome], killed_at: float, back_at: float) -> Summ
             failures[str(o.status)] = failures.get(str(o.status), 0) + 1
     return Summary(len(outcomes), sum(failures.values()), max(gaps, default=0.0), p99 * 1e3,
                    min(returned) if returned else None, failures,
-                   [round(o.sent_at - killed_at, 2) for o in outcomes if not o.ok])
+                   [round(o.sent_at - killed_at, 2) for o in outcomes if not o.ok],
+                   back_at - killed_at)
 
 
 def in_background(coro) -> Callable[[], object]:
@@ -158,7 +163,8 @@ def main() -> None:
     results = {}
     for label, args in (("this project: replica per node + PreferredHostRouter + retry",
                          sandbox.serve_args()),
-                        ("Ray native: label_selector panda + fallback_strategy titan",
+                        ("Ray's label fallback: one replica, label_selector panda + "
+                         "fallback_strategy titan (same gateway retry)",
                          native_fallback(sandbox.serve_args()))):
         box = sandbox.start("chaos-token", args)
         try:
