@@ -3,16 +3,15 @@
     python -m bench.speech [--runs 5] [--url URL --token TOKEN]
 
 In-process runs the engines directly (no Ray). Served goes over HTTP through
-the gateway: against ``--url`` if given, else a fresh two-node test cluster
-(the same one the integration tests use, serving serve_config.yaml). Prints a
-markdown table for docs/BENCHMARKS.md.
+the gateway: against ``--url`` if given, else a fresh sandbox cluster
+(cluster.sandbox, as the integration tests use, serving serve_config.yaml).
+Writes its section of docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.report import header, write_section  # noqa: E402
+from cluster import sandbox  # noqa: E402
 from deployments import audio  # noqa: E402
 from tests.speechkit import espeak_wav  # noqa: E402
 
@@ -129,7 +130,7 @@ def served(runs: int, wav: bytes, url: str, token: str) -> list[tuple]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--url", help="a running cluster's base URL (default: start a test cluster)")
+    parser.add_argument("--url", help="a running cluster's base URL (default: start a sandbox)")
     parser.add_argument("--token", default=os.environ.get("SERVE_AUTH__TOKEN", ""))
     args = parser.parse_args(argv)
     wav = five_second_clip()
@@ -137,21 +138,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         rows += served(args.runs, wav, args.url, args.token)
     else:
-        # The integration tests' fixture, so the benchmark serves exactly what they test.
-        from tests.conftest import serve_cluster
-
-        cluster = serve_cluster.__wrapped__()
-        sc = next(cluster)
+        # The sandbox the integration tests use, so the benchmark serves what they test.
+        box = sandbox.start("bench-token")
         try:
-            rows += served(args.runs, wav, sc.base_url, sc.token)
+            rows += served(args.runs, wav, box.base_url, box.token)
         finally:
-            next(cluster, None)
-    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
-          f"{os.cpu_count()} cores, no GPU, runs={args.runs} (median, min)\n")
-    print("| what | path | latency | time to first audio | RTF |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+            box.stop()
+    command = f"python -m bench.speech --runs {args.runs}" + (f" --url {args.url}" if args.url else "")
+    lines = [
+        "## Speech",
+        "",
+        header(command),
+        "STT: a 5.0 s espeak-ng clip at 16 kHz, Whisper base (faster-whisper int8, greedy). "
+        "TTS: three sentences, `response_format=pcm` at the model's rate; time to first audio "
+        "is the first sentence's bytes arriving (served) or the first chunk yielded "
+        f"(in-process). Median of {args.runs} (the minimum in parentheses), after one warm-up each.",
+        "",
+        "| what | path | latency | time to first audio | RTF |",
+        "|---|---|---|---|---|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+    write_section("speech", "\n".join(lines))
+    print("\n".join(lines))
     return 0
 
 
