@@ -133,6 +133,11 @@ class SpeechSettings(BaseModel):
     """Longest wait for one sentence's audio before the stream moves to another replica."""
     suspect_s: float = 3.0
     """How long a host whose replica was lost is ranked last for every request."""
+    hedge_min_s: float = 0.3
+    """Shortest wait for a sentence before the same sentences are also asked of the other
+    node (the wait is 1.5x the recent 90th percentile; see graphs.failover.HedgePolicy)."""
+    hedge_ratio: float = 0.1
+    """Most extra load hedging may add: hedges earned per sentence served."""
 
 
 class LLMSettings(BaseModel):

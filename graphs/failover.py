@@ -1,17 +1,26 @@
-"""TTS streams that survive a dead or stalled replica, sentence by sentence.
+"""TTS streams that survive a dead, stalled or slow replica, sentence by sentence.
 
 Serve retries a request only when its replica died before accepting it; once
-accepted, a node's death fails it. So the gateway streams TTS itself with a
-deadline per sentence and, when the replica dies or stalls, opens the stream
-again for the sentences not yet sent, steering PreferredHostRouter away from
-the node that failed. Synthesis is a pure function of the text, so the resumed
-stream continues the audio without a gap or a repeat.
+accepted, a node's death fails it, and only after Ray notices (seconds). So
+the gateway streams TTS itself:
+
+* hedging: when the next sentence is later than usual (``HedgePolicy``), the
+  same remaining sentences are asked of the other node too, and whichever
+  answers first is kept; the other call is cancelled. A node that just died
+  costs one hedge delay, not Ray's detection time;
+* retry: when a replica dies or stalls past the piece deadline, the stream is
+  opened again for the sentences not yet sent, on another node.
+
+Both steer PreferredHostRouter away from the node that failed. Synthesis is a
+pure function of the text, so the continued stream has no gap and no repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from typing import AsyncIterator
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -19,6 +28,7 @@ from ray.serve.exceptions import ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from deployments import routing
+from deployments.settings import SpeechSettings
 from deployments.text import tts_sentences
 from graphs.http import APIError
 
@@ -28,20 +38,69 @@ REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUna
 STREAMABLE = ("pcm", "wav")  # one piece per sentence (deployments.tts.TTSReplica.stream)
 
 
+class HedgePolicy:
+    """When a late sentence is worth asking of the other node as well ("hedged requests").
+
+    The delay is ``factor`` times the recent 90th-percentile wait for a
+    sentence (at least ``min_s``; ``initial_s`` until there are enough
+    samples), so a slow model hedges late. A token bucket earns ``ratio`` of a
+    hedge per sentence (up to ``burst``), so hedging adds at most that share
+    of load and cannot push a busy cluster into overload.
+    """
+
+    SAMPLES = 200
+
+    def __init__(self, min_s: float = 0.3, initial_s: float = 1.0, factor: float = 1.5,
+                 ratio: float = 0.1, burst: float = 10.0):
+        self.min_s, self.initial_s, self.factor = min_s, initial_s, factor
+        self.ratio, self.burst, self.tokens = ratio, burst, burst
+        self.waits: deque[float] = deque(maxlen=self.SAMPLES)
+
+    def observe(self, wait_s: float) -> None:
+        self.waits.append(wait_s)
+        self.tokens = min(self.burst, self.tokens + self.ratio)
+
+    def delay_s(self) -> float:
+        if len(self.waits) < 20:
+            return self.initial_s
+        p90 = sorted(self.waits)[int(0.9 * (len(self.waits) - 1))]
+        return max(self.min_s, self.factor * p90)
+
+    def take(self) -> bool:
+        """Spend a hedge if the budget allows one."""
+        if self.tokens < 1 - 1e-9:  # ten tenths make a whole hedge
+            return False
+        self.tokens -= 1
+        return True
+
+
+_policies: dict[str, HedgePolicy] = {}
+
+
+def hedge_policy(deployment: str, speech: SpeechSettings) -> HedgePolicy:
+    """This process's policy for one TTS deployment, shared by all its requests."""
+    if deployment not in _policies:
+        _policies[deployment] = HedgePolicy(min_s=speech.hedge_min_s, ratio=speech.hedge_ratio)
+    return _policies[deployment]
+
+
 class TTSStream:
     """One TTS response from a deployment's ``stream`` method, resumable by sentence.
 
     ``await first()`` opens it and returns the first piece (so bad input is
     still a 4xx); iterate ``rest()`` for the others. ``host`` is the node whose
-    replica spoke first.
+    replica spoke first; ``resumed`` counts retries and hedges that won.
     """
 
     def __init__(self, handle: DeploymentHandle, text: str, fmt: str, piece_timeout_s: float,
-                 suspect_s: float = 3.0, attempts: int = 3, **kwargs):
+                 suspect_s: float = 3.0, attempts: int = 3, hedge: HedgePolicy | None = None,
+                 **kwargs):
         self.handle, self.text, self.fmt, self.kwargs = handle, text, fmt, kwargs
         self.piece_timeout_s, self.suspect_s, self.attempts = piece_timeout_s, suspect_s, attempts
+        self.hedge = hedge
         self.sentences = tts_sentences(text)
         self.sent = 0  # sentences delivered (pcm/wav)
+        self.yielded = 0  # pieces delivered
         self.host: str | None = None
         self.resumed = 0
         self.request_id = routing.current_request_id()
@@ -63,25 +122,25 @@ class TTSStream:
 
     async def _run(self) -> AsyncIterator[bytes]:
         fmt = self.fmt
+        stream, on = self._open(fmt), None
         for attempt in range(1, self.attempts + 1):
-            stream = self._open(fmt)
             try:
                 while True:
                     if fmt in STREAMABLE and self.sent == len(self.sentences):
                         stream.cancel()  # every sentence is out: no need to wait for the end marker
                         return
-                    piece = await asyncio.wait_for(stream.__anext__(), self.piece_timeout_s)
-                    if self.host is None:
-                        self.host = routing.served_by(self.request_id)
+                    piece, stream, on = await self._next_piece(stream, on, fmt)
+                    self.host = self.host or on
                     if fmt in STREAMABLE:
                         self.sent += 1
                     if piece:
+                        self.yielded += 1
                         yield piece
             except StopAsyncIteration:
                 return
             except (asyncio.TimeoutError, *REPLICA_LOST) as exc:
                 stream.cancel()
-                failed = routing.served_by(self.request_id)
+                failed = on or routing.served_by(self.request_id)
                 log.warning("%s stream broke after %d sentences on %s (%s), attempt %d",
                             self.handle.deployment_name, self.sent, failed or "?",
                             type(exc).__name__, attempt)
@@ -100,3 +159,65 @@ class TTSStream:
                 self.resumed += 1
                 if fmt == "wav" and self.sent:
                     fmt = "pcm"  # the header went out with the first sentence
+                stream, on = self._open(fmt), None
+
+    async def _next_piece(self, stream, on: str | None, fmt: str):
+        """The next piece of ``stream``, or of a hedge opened on another node if that is first.
+
+        Returns (piece, the stream it came from, that stream's host). Raises
+        StopAsyncIteration at the end, TimeoutError past the piece deadline,
+        a REPLICA_LOST error when every call in the race was lost.
+        """
+        asked = time.monotonic()
+        deadline = asked + self.piece_timeout_s
+        racing = {asyncio.ensure_future(stream.__anext__()): stream}
+        hosts = {stream: on}
+        can_hedge = self.hedge is not None and (fmt in STREAMABLE or not self.yielded)
+        wait = self.hedge.delay_s() if can_hedge else self.piece_timeout_s
+        lost: BaseException | None = None
+        try:
+            while racing:
+                timeout = max(0.0, min(wait, deadline - time.monotonic()))
+                done, _ = await asyncio.wait(racing, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    source = racing.pop(task)
+                    try:
+                        piece = task.result()
+                    except REPLICA_LOST as exc:
+                        lost = exc
+                        continue
+                    winner = hosts.get(source) or routing.served_by(self.request_id)
+                    self._settle(hosts, source, asked)
+                    return piece, source, winner
+                if not done:
+                    if time.monotonic() >= deadline:
+                        raise asyncio.TimeoutError
+                    if can_hedge and len(hosts) == 1 and self.hedge.take():
+                        copy = self._hedge_on_other_node(stream, hosts, fmt)
+                        racing[asyncio.ensure_future(copy.__anext__())] = copy
+                    wait = deadline - time.monotonic()
+            raise lost  # every call in the race was lost
+        finally:
+            for task, source in racing.items():
+                task.cancel()
+                source.cancel()
+
+    def _hedge_on_other_node(self, stream, hosts: dict, fmt: str):
+        """Ask the node the late call is not on for the same remaining sentences."""
+        late = hosts[stream] or routing.served_by(self.request_id)
+        hosts[stream] = late
+        routing.steer_away(self.request_id, late)
+        copy = self._open("pcm" if fmt == "wav" and self.sent else fmt)
+        hosts[copy] = None  # known once it answers
+        log.info("%s: sentence %d late on %s, hedging", self.handle.deployment_name, self.sent,
+                 late or "?")
+        return copy
+
+    def _settle(self, hosts: dict, winner_stream, asked: float) -> None:
+        """Book the race: the wait, and a hedge that beat a silent call suspects its node."""
+        if self.hedge is not None:
+            self.hedge.observe(time.monotonic() - asked)
+        if len(hosts) > 1 and winner_stream is not next(iter(hosts)):
+            self.resumed += 1
+            routing.suspect(next(iter(hosts.values())), self.suspect_s)

@@ -22,7 +22,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.profile import current_placement
 from deployments.settings import LLMSettings, SpeechSettings
 from deployments.text import split_sentences
-from graphs.failover import TTSStream
+from graphs.failover import TTSStream, hedge_policy
 from graphs.llm import ChatLLM, LLMError
 from graphs.metrics import record_stage, stage_timer
 
@@ -152,7 +152,8 @@ class VoiceGraph:
 
         async def speak(sentence: str) -> bytes:
             stream = TTSStream(self.tts[engine], sentence, "pcm", self.speech.piece_timeout_s,
-                               self.speech.suspect_s, voice=options.get("voice"),
+                               self.speech.suspect_s, hedge=hedge_policy(engine, self.speech),
+                               voice=options.get("voice"),
                                speed=float(options.get("speed") or 1.0),
                                sample_rate=turn.sample_rate)
             return await stream.first() + b"".join([p async for p in stream.rest()])

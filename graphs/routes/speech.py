@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from deployments.settings import SpeechSettings
 from deployments.text import SynthesisCancelled, clean_text
-from graphs.failover import TTSStream
+from graphs.failover import TTSStream, hedge_policy
 from graphs.http import APIError, parse_json
 from graphs.schemas import (
     CancelResponse, ChatterboxTTSRequest, SpeechRequest, VoiceCard, VoiceList,
@@ -62,7 +62,7 @@ async def open_stream(services: Services, name: str, settings: SpeechSettings,
                       text: str, fmt: str, **kwargs) -> tuple[bytes, TTSStream]:
     """Start a failover-safe TTS stream and wait for its first piece, so bad input is still a 4xx."""
     stream = TTSStream(services.get(name), text, fmt, settings.piece_timeout_s,
-                       settings.suspect_s, **kwargs)
+                       settings.suspect_s, hedge=hedge_policy(name, settings), **kwargs)
     try:
         first = await stream.first()
     except ValueError as exc:
