@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import httpx
 
-from bench.report import header, write_section
+from bench.report import SpawnedLoad, header, write_section
 from cluster import sandbox
 
 TTS_DEPLOYMENT = "PiperTTS"  # CPU-fast enough for >= 10 req/s on two cores
@@ -47,8 +45,10 @@ class Outcome:
 
 
 async def drive(base_url: str, headers: dict, rate_hz: float, duration_s: float,
-                timeout_s: float = 10.0) -> list[Outcome]:
-    """Send one TTS request every 1/rate seconds for ``duration_s``; wait for all."""
+                start_at: float = 0.0, timeout_s: float = 10.0) -> list[Outcome]:
+    """From ``start_at`` (monotonic) on, send one TTS request every 1/rate seconds for
+    ``duration_s``; wait for all."""
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     outcomes: list[Outcome] = []
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s,
                                  limits=httpx.Limits(max_connections=200)) as client:
@@ -80,6 +80,7 @@ class Summary:
     sent: int
     failed: int
     longest_gap_s: float
+    longest_gap_down_s: float  # among gaps that end while panda is down
     p99_during_failover_ms: float
     back_on_panda_s: float | None  # after panda's return; None: never
     failures: dict[str, int]
@@ -90,13 +91,13 @@ class Summary:
         back = "never" if self.back_on_panda_s is None else f"{self.back_on_panda_s:.1f} s"
         while_down = sum(1 for t in self.failed_at_s if 0 <= t < self.down_s)
         return (f"| {label} | {self.sent} | {self.failed} ({while_down} while panda was down, "
-                f"{self.failed - while_down} after) | {self.longest_gap_s:.2f} s "
-                f"| {self.p99_during_failover_ms:.0f} ms | {back} |")
+                f"{self.failed - while_down} after) | {self.longest_gap_down_s:.2f} s "
+                f"| {self.longest_gap_s:.2f} s | {self.p99_during_failover_ms:.0f} ms | {back} |")
 
 
 def summarize(outcomes: list[Outcome], killed_at: float, back_at: float) -> Summary:
     done = sorted(o.done_at for o in outcomes if o.ok)
-    gaps = [b - a for a, b in zip(done, done[1:])]
+    gaps = [(b - a, b) for a, b in zip(done, done[1:])]
     window = sorted(o.done_at - o.sent_at for o in outcomes if killed_at <= o.sent_at < back_at)
     p99 = window[min(len(window) - 1, int(0.99 * len(window)))] if window else 0.0
     returned = [o.done_at - back_at for o in outcomes
@@ -105,44 +106,30 @@ def summarize(outcomes: list[Outcome], killed_at: float, back_at: float) -> Summ
     for o in outcomes:
         if not o.ok:
             failures[str(o.status)] = failures.get(str(o.status), 0) + 1
-    return Summary(len(outcomes), sum(failures.values()), max(gaps, default=0.0), p99 * 1e3,
+    return Summary(len(outcomes), sum(failures.values()), max((g for g, _ in gaps), default=0.0),
+                   max((g for g, end in gaps if killed_at <= end < back_at), default=0.0), p99 * 1e3,
                    min(returned) if returned else None, failures,
                    [round(o.sent_at - killed_at, 2) for o in outcomes if not o.ok],
                    back_at - killed_at)
 
 
-def in_background(coro) -> Callable[[], object]:
-    """Run a coroutine on its own thread and event loop; return a function that joins it."""
-    box: dict = {}
-    thread = threading.Thread(target=lambda: box.update(result=asyncio.run(coro)), daemon=True)
-    thread.start()
-
-    def join():
-        thread.join()
-        return box["result"]
-
-    return join
+def paced_load(base_url: str, headers: dict, rate_hz: float, duration_s: float) -> SpawnedLoad:
+    """``drive`` in a process of its own."""
+    return SpawnedLoad(drive, base_url, headers, rate_hz, duration_s)
 
 
 def run_scenario(box: sandbox.Sandbox, rate_hz: float, duration_s: float,
                  kill_at_s: float, back_at_s: float | None) -> Summary:
     """Load for ``duration_s``; hard-kill panda at ``kill_at_s``, start it again at
-    ``back_at_s`` (None: it stays dead).
-
-    The load runs on its own thread: killing a node uses signals, which only
-    the main thread may handle, and must not pause the load.
-    """
-    start = time.monotonic()
-    load = in_background(drive(box.base_url, box.headers(), rate_hz, duration_s))
-    time.sleep(kill_at_s)
-    killed_at = time.monotonic()
+    ``back_at_s`` (None: it stays dead)."""
+    load = paced_load(box.base_url, box.headers(), rate_hz, duration_s)
+    killed_at = load.wait_until(kill_at_s)
     box.kill("panda")
     if back_at_s is None:
-        return summarize(load(), killed_at, float("inf"))
-    time.sleep(max(0.0, start + back_at_s - time.monotonic()))
-    back_at = time.monotonic()
+        return summarize(load.join(), killed_at, float("inf"))
+    back_at = load.wait_until(back_at_s)
     box.restart("panda")
-    return summarize(load(), killed_at, back_at)
+    return summarize(load.join(), killed_at, back_at)
 
 
 def native_fallback(args: dict) -> dict:
@@ -179,8 +166,9 @@ def main() -> None:
         f"10 s client timeout) for {a.duration:g} s; panda hard-killed (SIGKILL to its raylet and "
         f"workers) at {kill_at:.0f} s and started again at {back_at:.0f} s.",
         "",
-        "| placement | sent | failed | longest gap | p99 while panda is down | back on panda |",
-        "|---|---|---|---|---|---|",
+        "| placement | sent | failed | longest gap while panda is down | longest gap, whole run "
+        "| p99 while panda is down | back on panda |",
+        "|---|---|---|---|---|---|---|",
         *(s.row(label) for label, s in results.items()),
         "",
         *(f"- {label}: failures by kind {s.failures or 'none'}" for label, s in results.items()),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import multiprocessing
 import os
 import platform
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -92,4 +93,35 @@ def write_section(name: str, body: str) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)
 
+
+def _run_coroutine(fn: Callable[..., Awaitable[object]], args: tuple, start_at: float):
+    return asyncio.run(fn(*args, start_at=start_at))
+
+
+class SpawnedLoad:
+    """An async load generator in a process of its own (spawned).
+
+    Killing or starting a node from this process, and this process's GIL,
+    must not pause the client and show up as gaps. ``fn`` is a module-level
+    coroutine function called as ``fn(*args, start_at=...)``; it should begin
+    at ``start_at`` (CLOCK_MONOTONIC is machine-wide, so both processes agree).
+    """
+
+    STARTUP_S = 3.0  # a spawned Python imports httpx and the bench module well within this
+
+    def __init__(self, fn: Callable[..., Awaitable[object]], *args):
+        self.start_at = time.monotonic() + self.STARTUP_S
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self.future = self.pool.submit(_run_coroutine, fn, args, self.start_at)
+
+    def wait_until(self, offset_s: float) -> float:
+        """Sleep until ``offset_s`` into the load; returns that moment (monotonic)."""
+        time.sleep(max(0.0, self.start_at + offset_s - time.monotonic()))
+        return time.monotonic()
+
+    def join(self):
+        try:
+            return self.future.result()
+        finally:
+            self.pool.shutdown()
 

@@ -1,16 +1,13 @@
 """TTS while panda dies and comes back (issue 5's acceptance figures, shorter runs).
 
-Order matters: the node-kill test comes last, since it leaves panda dead.
+Order matters: the node-kill test leaves panda dead and the return test brings it back.
 """
 
 from __future__ import annotations
 
-import time
-
-import pytest
 import ray
 
-from bench.failover import TTS_DEPLOYMENT, drive, in_background, run_scenario
+from bench.failover import TTS_DEPLOYMENT, paced_load, run_scenario
 
 
 def replica_actors(deployment: str) -> list[str]:
@@ -21,33 +18,29 @@ def replica_actors(deployment: str) -> list[str]:
 
 
 def test_killing_one_replica_process_loses_nothing(chaos_box):
-    load = in_background(drive(chaos_box.base_url, chaos_box.headers(), 10, 12))
-    time.sleep(4)
+    load = paced_load(chaos_box.base_url, chaos_box.headers(), 10, 12)
+    load.wait_until(4)
     victim = replica_actors(TTS_DEPLOYMENT)[0]
     ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
-    outcomes = load()
+    outcomes = load.join()
     failed = [o.status for o in outcomes if not o.ok]
     assert len(outcomes) >= 110 and failed == []
 
 
 def test_panda_hard_kill_under_load_loses_nothing(chaos_box):
-    """10 requests/s, panda SIGKILLed at 8 s: no request may fail.
-
-    The issue's gap target is 1 s; measured here 1.4-3.8 s on 2 loaded cores
-    (calls in flight on the dead node wait for Ray's death detection), so this
-    bounds it at 5 s and the shortfall is reported in issue 5, not hidden.
-    """
+    """10 requests/s, panda SIGKILLed at 8 s: no request fails, no gap over 1 s."""
     s = run_scenario(chaos_box, rate_hz=10, duration_s=20, kill_at_s=8, back_at_s=None)
     assert s.sent >= 195
     assert s.failed == 0, (s.failures, s.failed_at_s)
-    assert s.longest_gap_s <= 5.0
+    assert s.longest_gap_s <= 1.0, s
 
 
-@pytest.mark.xfail(reason="after panda rejoins, calls routed to the restarted node time out "
-                   "and traffic does not come back to it (open in issue 5)", strict=False)
 def test_traffic_returns_to_panda_after_it_rejoins(chaos_box):
+    """Panda is started again under load: nothing fails and panda serves within 15 s."""
+    load = paced_load(chaos_box.base_url, chaos_box.headers(), 5, 25)
+    back_at = load.wait_until(2)
     chaos_box.restart("panda")
-    time.sleep(15)
-    outcomes = in_background(drive(chaos_box.base_url, chaos_box.headers(), 5, 10))()
+    outcomes = load.join()
     assert [o for o in outcomes if not o.ok] == []
-    assert any(o.host == "panda" for o in outcomes)
+    on_panda = [o.done_at - back_at for o in outcomes if o.host == "panda"]
+    assert on_panda and min(on_panda) <= 15, on_panda
