@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from cluster.nodes import Node
 from deployments.logs import install_redaction
@@ -98,6 +99,22 @@ def build_http_app(
     )
 
 
+class OwnErrors:
+    """The Starlette app as Serve sees it: a bare ASGI callable.
+
+    Serve installs its own handler for a full queue (BackPressureError) on any
+    app that has ``add_exception_handler``, replacing ours with a plain-text
+    503 without Retry-After; behind this wrapper the gateway's JSON 503 with
+    Retry-After stands.
+    """
+
+    def __init__(self, app: Starlette):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 @serve.deployment(max_ongoing_requests=200)
 @serve.ingress()
 class Gateway:
@@ -116,8 +133,8 @@ class Gateway:
         self.nodes = nodes
         self.services = Services(handles=handles, unavailable=unavailable, tasks=tasks)
 
-    def __serve_build_asgi_app__(self) -> Starlette:
-        return build_http_app(self.services, self.settings, self.topology, self.nodes)
+    def __serve_build_asgi_app__(self) -> OwnErrors:
+        return OwnErrors(build_http_app(self.services, self.settings, self.topology, self.nodes))
 
     def info(self) -> dict:
         """Where this replica runs, in the shape model replicas report (for /v1/status)."""
