@@ -120,6 +120,43 @@ def store_env(store_proxies) -> dict[str, str]:
         client.delete(key)
 
 
+DIE_AT_COMMIT = """
+CREATE OR REPLACE FUNCTION test_die_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.metadata ? 'die_at_commit' THEN
+        PERFORM pg_terminate_backend(pg_backend_pid());
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS die_at_commit ON documents;
+CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT OR UPDATE ON documents
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_die_at_commit();
+"""
+
+
+@pytest.fixture(scope="session")
+def die_at_commit(store_env) -> str:
+    """A metadata key: a transaction that writes a document carrying it loses its connection
+    at COMMIT, because a deferred constraint trigger in the session's database makes the
+    server terminate its own backend then (after ingest wrote Qdrant and the graph)."""
+    import asyncio
+
+    import asyncpg
+
+    from deployments.stores.postgres import migrate
+
+    async def install() -> None:
+        conn = await asyncpg.connect(store_env["SERVE_STORES__POSTGRES_URL"])
+        try:
+            await migrate(conn)
+            await conn.execute(DIE_AT_COMMIT)
+        finally:
+            await conn.close()
+
+    asyncio.run(install())
+    return "die_at_commit"
+
+
 @pytest.fixture(scope="session")
 def fake_llm():
     """An OpenAI-compatible chat server (the LLM is outside the project), set as SERVE_LLM__URL
