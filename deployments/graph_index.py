@@ -178,7 +178,7 @@ class GraphIndexEngine:
         self.refresh(doc_ids)
 
     def mentions(self, doc_ids: list[str]) -> dict[str, list[Mention]]:
-        """These documents' mentions in the store: what ``replace_documents`` takes to restore them."""
+        """These documents' mentions in the store (``replace_documents`` restores them)."""
         return self.store.mentions(doc_ids)
 
     def refresh(self, doc_ids: list[str]) -> int:

@@ -103,8 +103,8 @@ def store_env(store_proxies) -> dict[str, str]:
     data = tempfile.mkdtemp(prefix="her-serve-test-stores-")
     env = {
         "SERVE_DATA_DIR": data,
-        "SERVE_STORES__POSTGRES_URL": _through(TEST_PG_ADMIN, store_proxies.postgres).rsplit("/", 1)[0]
-        + f"/{database}",
+        "SERVE_STORES__POSTGRES_URL": _through(TEST_PG_ADMIN.rsplit("/", 1)[0] + f"/{database}",
+                                               store_proxies.postgres),
         "SERVE_STORES__REDIS_URL": _through(TEST_REDIS, store_proxies.redis),
         "SERVE_STORES__REDIS_PREFIX": f"her-serve-test-{tag}",
         "SERVE_STORES__QDRANT_PATH": f"{data}/qdrant",

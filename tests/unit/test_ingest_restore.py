@@ -83,7 +83,8 @@ async def test_a_failed_commit_restores_the_previous_version(tmp_path, store_env
         redis_prefix=store_env["SERVE_STORES__REDIS_PREFIX"] + "-restore",
         qdrant_path=tmp_path / "qdrant", graph_path=tmp_path / "graph.sqlite",
     )
-    vectors, graph = VectorIndexEngine(stores, tmp_path, "cpu"), GraphIndexEngine(stores, tmp_path, "cpu")
+    vectors = VectorIndexEngine(stores, tmp_path, "cpu")
+    graph = GraphIndexEngine(stores, tmp_path, "cpu")
     vectors.load()
     graph.load()
     embedder = Embedder()
