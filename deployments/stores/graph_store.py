@@ -99,7 +99,7 @@ class SqliteGraphStore:
             rows = self.db.execute(
                 'SELECT m.doc_id, e.name, e.label, m.start, m."end", m.score '
                 "FROM mentions m JOIN entities e ON e.id = m.entity_id "
-                f"WHERE m.doc_id IN ({','.join('?' * len(doc_ids))}) ORDER BY m.doc_id, m.start",
+                f"WHERE m.doc_id IN ({','.join('?' * len(doc_ids))}) ORDER BY m.doc_id, m.start, e.id",
                 tuple(doc_ids),
             ).fetchall()
         for doc_id, *mention in rows:
@@ -195,8 +195,8 @@ class Neo4jGraphStore:
         def work(tx):
             return list(tx.run(
                 "MATCH (d:Document)-[m:MENTIONS]->(e:Entity) WHERE d.id IN $ids "
-                "RETURN d.id AS doc, e.name AS name, e.label AS label, "
-                "m.start AS start, m.end AS end, m.score AS score ORDER BY doc, start",
+                "RETURN d.id AS doc, e.id AS id, e.name AS name, e.label AS label, "
+                "m.start AS start, m.end AS end, m.score AS score ORDER BY doc, start, id",
                 ids=doc_ids,
             ))
 
