@@ -133,8 +133,8 @@ class IngestGraph:
         before: Previous | None = None
         try:
             async with relational:
-                # Read inside the transaction: it holds these documents' row locks, so a
-                # concurrent ingest of the same ids has committed (or restored) by now.
+                # Read inside the transaction: PostgreSQL holds these documents' row locks,
+                # so a concurrent ingest of the same ids has committed (or restored) by now.
                 before = await self._previous(ids)
                 await self.vectors.upsert.remote(ids, vectors, payloads)
                 await self.graph.replace_documents.remote({d.id: d.mentions for d in docs})
