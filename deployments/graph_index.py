@@ -177,6 +177,10 @@ class GraphIndexEngine:
             self.store.delete_document(doc_id)
         self.refresh(doc_ids)
 
+    def mentions(self, doc_ids: list[str]) -> dict[str, list[Mention]]:
+        """These documents' mentions in the store (``replace_documents`` restores them)."""
+        return self.store.mentions(doc_ids)
+
     def refresh(self, doc_ids: list[str]) -> int:
         """Re-read these documents' edges from the store (another replica wrote them)."""
         snap = self.store.snapshot(doc_ids)
@@ -267,6 +271,9 @@ class GraphIndex(ModelReplica):
 
     async def replace_documents(self, docs: dict[str, list[Mention]]) -> None:
         await asyncio.to_thread(self.engine.replace_documents, docs)
+
+    async def mentions(self, doc_ids: list[str]) -> dict[str, list[Mention]]:
+        return await asyncio.to_thread(self.engine.mentions, doc_ids)
 
     async def refresh(self, doc_ids: list[str]) -> int:
         return await asyncio.to_thread(self.engine.refresh, doc_ids)

@@ -158,9 +158,13 @@ class VectorIndexEngine:
         self.store.delete(ids)
         self._apply([], ids)
 
+    def fetch(self, ids: list[str]) -> list[tuple[str, np.ndarray, dict]]:
+        """(id, vector, payload) in Qdrant of those of ``ids`` that are stored there."""
+        return list(self.store.fetch(ids))
+
     def refresh(self, ids: list[str]) -> int:
         """Re-read these documents from Qdrant (another replica wrote them)."""
-        found = list(self.store.fetch(ids))
+        found = self.fetch(ids)
         present = {f[0] for f in found}
         self._apply(found, [i for i in ids if i not in present])
         return len(found)
@@ -245,6 +249,9 @@ class VectorIndex(ModelReplica):
 
     async def delete(self, ids: list[str]) -> None:
         await asyncio.to_thread(self.engine.delete, ids)
+
+    async def fetch(self, ids: list[str]) -> list[tuple[str, np.ndarray, dict]]:
+        return await asyncio.to_thread(self.engine.fetch, ids)
 
     async def refresh(self, ids: list[str]) -> int:
         return await asyncio.to_thread(self.engine.refresh, ids)

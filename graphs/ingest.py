@@ -4,8 +4,10 @@ Acknowledged only after the durable writes. Order: the PostgreSQL transaction
 opens, Qdrant (through VectorIndex) and the graph store (through GraphIndex)
 are written inside it, and it commits last, so the stored content hash, which
 makes re-ingest a no-op, exists only once every store holds the document. A
-failure inside rolls PostgreSQL back and deletes what the other stores got for
-documents that were new (docs/retrieval.md has the details).
+failure anywhere, the commit included, rolls PostgreSQL back and puts Qdrant
+and the graph back as they were before the write: new documents are deleted,
+changed ones get their previous version again (docs/retrieval.md has the
+details and the remaining limit).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
+
+import numpy as np
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -26,6 +31,18 @@ from deployments.stores.redis_cache import RedisCache, embed_with_cache
 from graphs.retrieval import elapsed_ms
 
 log = logging.getLogger("ray.serve")
+
+
+@dataclass
+class Previous:
+    """What Qdrant and the graph held for a batch before ingest wrote it."""
+
+    points: list[tuple[str, np.ndarray, dict]]
+    """(id, vector, payload) of the documents Qdrant had"""
+    absent: list[str]
+    """ids Qdrant did not have (new documents)"""
+    mentions: dict[str, list[Mention]]
+    """every id's graph mentions ([] for a new document)"""
 
 
 @serve.deployment(max_ongoing_requests=16)
@@ -70,7 +87,7 @@ class IngestGraph:
         vectors = await self._embed([d.text for d in todo])
         timings["embed"] = elapsed_ms(t)
         t = time.perf_counter()
-        await self._write(todo, vectors, new={d.id for d in todo} - set(stored))
+        await self._write(todo, vectors)
         timings["write"] = elapsed_ms(t)
         result["refresh"] = await self._notify([d.id for d in todo])
         timings["total"] = elapsed_ms(start)
@@ -105,7 +122,7 @@ class IngestGraph:
 
         return await embed_with_cache(self.redis, self.model_id, texts, compute)
 
-    async def _write(self, docs: list[DocumentRecord], vectors, new: set[str]) -> None:
+    async def _write(self, docs: list[DocumentRecord], vectors) -> None:
         ids = [d.id for d in docs]
         payloads = [{"text": d.text, "metadata": d.metadata, "content_hash": d.content_hash}
                     for d in docs]
@@ -113,23 +130,39 @@ class IngestGraph:
             self.postgres.write(docs, self.model_id, self.ner is not None)
             if self.postgres else contextlib.nullcontext()
         )
+        before: Previous | None = None
         try:
             async with relational:
+                # Read inside the transaction: PostgreSQL holds these documents' row locks,
+                # so a concurrent ingest of the same ids has committed (or restored) by now.
+                before = await self._previous(ids)
                 await self.vectors.upsert.remote(ids, vectors, payloads)
                 await self.graph.replace_documents.remote({d.id: d.mentions for d in docs})
         except BaseException:
-            await self._undo(sorted(new))
+            if before is not None:  # else nothing was written outside PostgreSQL
+                await self._restore(before)
             raise
 
-    async def _undo(self, new_ids: list[str]) -> None:
-        """Best effort: remove what the other stores got for documents that were new."""
-        if not new_ids:
-            return
+    async def _previous(self, ids: list[str]) -> Previous:
+        points = await self.vectors.fetch.remote(ids)
+        mentions = await self.graph.mentions.remote(ids)
+        stored = {p[0] for p in points}
+        return Previous(points, [i for i in ids if i not in stored], mentions)
+
+    async def _restore(self, before: Previous) -> None:
+        """Best effort: put Qdrant and the graph back as they were, then tell every replica
+        (the restoring calls may reach other replicas than the writes did)."""
         try:
-            await self.vectors.delete.remote(new_ids)
-            await self.graph.replace_documents.remote({i: [] for i in new_ids})
-        except Exception:  # the store that failed may still be down; a retry converges
-            log.exception("could not undo a failed ingest of %d new documents", len(new_ids))
+            if before.points:
+                ids, vectors, payloads = zip(*before.points)
+                await self.vectors.upsert.remote(list(ids), np.stack(vectors), list(payloads))
+            if before.absent:
+                await self.vectors.delete.remote(before.absent)
+            await self.graph.replace_documents.remote(before.mentions)
+            await self._notify(list(before.mentions))
+        except Exception:  # the store that failed may still be down; re-sending converges
+            log.exception("could not restore %d documents after a failed ingest",
+                          len(before.mentions))
 
     async def _notify(self, ids: list[str]) -> str:
         """Tell every index replica; Redis pub/sub, else (or when Redis is down) directly."""

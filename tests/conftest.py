@@ -14,7 +14,9 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -31,6 +33,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from cluster import sandbox  # noqa: E402  (after sys.path points at this checkout)
 from cluster.sandbox import Sandbox  # noqa: E402
+from tests.fakes.tcp_proxy import TcpProxy  # noqa: E402
 
 
 def pytest_collection_modifyitems(items):
@@ -58,11 +61,40 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+@dataclass
+class StoreProxies:
+    """The network between the app and the real PostgreSQL and Redis."""
+
+    postgres: TcpProxy
+    redis: TcpProxy
+
+
+def _through(url: str, proxy: TcpProxy) -> str:
+    """``url`` with its host and port replaced by the proxy's."""
+    parts = urlsplit(url)
+    user = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}{'@' if user else ''}{proxy.host}:{proxy.port}"))
+
+
 @pytest.fixture(scope="session")
-def store_env() -> dict[str, str]:
+def store_proxies() -> StoreProxies:
+    """TCP proxies in front of the real PostgreSQL and Redis that every SERVE_STORES__*
+    URL of the session goes through: a test takes a store off the network with
+    ``with store_proxies.postgres.cut(): ...``, which brings it back in a finally."""
+    pg, redis = urlsplit(TEST_PG_ADMIN), urlsplit(TEST_REDIS)
+    proxies = StoreProxies(TcpProxy(pg.hostname, pg.port or 5432),
+                           TcpProxy(redis.hostname, redis.port or 6379))
+    yield proxies
+    proxies.postgres.down()
+    proxies.redis.down()
+
+
+@pytest.fixture(scope="session")
+def store_env(store_proxies) -> dict[str, str]:
     """Real PostgreSQL (a database created for this session and dropped after) and Redis
-    (keys under a per-session prefix), Qdrant local mode and the graph store in temp
-    folders; exported as SERVE_STORES__* before any app is built."""
+    (keys under a per-session prefix), both reached through ``store_proxies``; Qdrant local
+    mode and the graph store in temp folders; exported as SERVE_STORES__* before any app
+    is built."""
     import asyncio
 
     tag = f"{os.getpid()}_{int(time.time())}"
@@ -71,8 +103,9 @@ def store_env() -> dict[str, str]:
     data = tempfile.mkdtemp(prefix="her-serve-test-stores-")
     env = {
         "SERVE_DATA_DIR": data,
-        "SERVE_STORES__POSTGRES_URL": TEST_PG_ADMIN.rsplit("/", 1)[0] + f"/{database}",
-        "SERVE_STORES__REDIS_URL": TEST_REDIS,
+        "SERVE_STORES__POSTGRES_URL": _through(TEST_PG_ADMIN.rsplit("/", 1)[0] + f"/{database}",
+                                               store_proxies.postgres),
+        "SERVE_STORES__REDIS_URL": _through(TEST_REDIS, store_proxies.redis),
         "SERVE_STORES__REDIS_PREFIX": f"her-serve-test-{tag}",
         "SERVE_STORES__QDRANT_PATH": f"{data}/qdrant",
         "SERVE_STORES__GRAPH_PATH": f"{data}/graph.sqlite",
@@ -85,6 +118,43 @@ def store_env() -> dict[str, str]:
     client = redis.Redis.from_url(TEST_REDIS)
     for key in client.scan_iter(match=f"{env['SERVE_STORES__REDIS_PREFIX']}*"):
         client.delete(key)
+
+
+DIE_AT_COMMIT = """
+CREATE OR REPLACE FUNCTION test_die_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.metadata ? 'die_at_commit' THEN
+        PERFORM pg_terminate_backend(pg_backend_pid());
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS die_at_commit ON documents;
+CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT OR UPDATE ON documents
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_die_at_commit();
+"""
+
+
+@pytest.fixture(scope="session")
+def die_at_commit(store_env) -> str:
+    """A metadata key: a transaction that writes a document carrying it loses its connection
+    at COMMIT, because a deferred constraint trigger in the session's database makes the
+    server terminate its own backend then (after ingest wrote Qdrant and the graph)."""
+    import asyncio
+
+    import asyncpg
+
+    from deployments.stores.postgres import migrate
+
+    async def install() -> None:
+        conn = await asyncpg.connect(store_env["SERVE_STORES__POSTGRES_URL"])
+        try:
+            await migrate(conn)
+            await conn.execute(DIE_AT_COMMIT)
+        finally:
+            await conn.close()
+
+    asyncio.run(install())
+    return "die_at_commit"
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,11 @@ class StoreUnavailable(RuntimeError):
 
     def __init__(self, store: str, detail: str):
         super().__init__(f"{store} is unavailable: {detail}")
-        self.store = store
+        self.store, self.detail = store, detail
+
+    def __reduce__(self):
+        """Rebuilt from both arguments: Ray pickles it on its way from a replica to the gateway."""
+        return type(self), (self.store, self.detail)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,10 @@ class GraphStore(Protocol):
 
     def delete_document(self, doc_id: str) -> None: ...
 
+    def mentions(self, doc_ids: list[str]) -> dict[str, list[Mention]]:
+        """Each given document's mentions as stored ([] for one without any); a mention's
+        name and label are its entity's, so writing them back gives the same entity ids."""
+
     def snapshot(self, doc_ids: list[str] | None = None) -> GraphSnapshot:
         """The whole graph, or only what the given documents mention."""
 
@@ -88,6 +92,19 @@ class SqliteGraphStore:
     def _delete(self, doc_id: str) -> None:
         self.db.execute("DELETE FROM mentions WHERE doc_id = ?", (doc_id,))
         self.db.execute("DELETE FROM co_occurs WHERE doc_id = ?", (doc_id,))
+
+    def mentions(self, doc_ids: list[str]) -> dict[str, list[Mention]]:
+        found: dict[str, list[Mention]] = {d: [] for d in doc_ids}
+        with self.lock:
+            rows = self.db.execute(
+                'SELECT m.doc_id, e.name, e.label, m.start, m."end", m.score '
+                "FROM mentions m JOIN entities e ON e.id = m.entity_id "
+                f"WHERE m.doc_id IN ({','.join('?' * len(doc_ids))}) ORDER BY m.doc_id, m.start, e.id",
+                tuple(doc_ids),
+            ).fetchall()
+        for doc_id, *mention in rows:
+            found[doc_id].append(Mention(*mention))
+        return found
 
     def snapshot(self, doc_ids: list[str] | None = None) -> GraphSnapshot:
         snap = GraphSnapshot()
@@ -173,6 +190,20 @@ class Neo4jGraphStore:
 
     def delete_document(self, doc_id: str) -> None:
         self._run(lambda tx: self._delete(tx, doc_id))
+
+    def mentions(self, doc_ids: list[str]) -> dict[str, list[Mention]]:
+        def work(tx):
+            return list(tx.run(
+                "MATCH (d:Document)-[m:MENTIONS]->(e:Entity) WHERE d.id IN $ids "
+                "RETURN d.id AS doc, e.id AS id, e.name AS name, e.label AS label, "
+                "m.start AS start, m.end AS end, m.score AS score ORDER BY doc, start, id",
+                ids=doc_ids,
+            ))
+
+        found: dict[str, list[Mention]] = {d: [] for d in doc_ids}
+        for r in self._run(work, read=True):
+            found[r["doc"]].append(Mention(r["name"], r["label"], r["start"], r["end"], r["score"]))
+        return found
 
     def snapshot(self, doc_ids: list[str] | None = None) -> GraphSnapshot:
         def work(tx):

@@ -72,8 +72,15 @@ def test_sqlite_store_snapshot_is_exact(tmp_path):
     store.replace_document("d", [m("Paris", "place"), m("paris", "place", 30), m("Eve", "person")])
     snap = store.snapshot()
     assert snap.doc_entities == {"d": {entity_id("Paris", "place"), entity_id("Eve", "person")}}
+    # Mentions read back carry their entity's name and label: the same entity ids again.
+    found = store.mentions(["d", "absent"])
+    paris, eve = entity_id("Paris", "place"), entity_id("Eve", "person")
+    assert [(x.entity_id, x.start, x.end, x.score) for x in found["d"]] == [
+        (eve, 0, 3, 0.9), (paris, 0, 5, 0.9), (paris, 30, 35, 0.9)]
+    assert found["absent"] == []
     store.delete_document("d")
     assert store.snapshot(["d"]).doc_entities == {"d": set()}
+    assert store.mentions(["d"]) == {"d": []}
 
 
 @pytest.mark.skipif(not os.environ.get("NEO4J_URI"), reason="NEO4J_URI is not set: no Neo4j server to test against")
@@ -87,6 +94,7 @@ def test_neo4j_adapter_round_trip():
         store.replace_document(doc, DOCS["d2"])
         snap = store.snapshot([doc])
         assert snap.doc_entities[doc] == {x.entity_id for x in DOCS["d2"]}
+        assert store.mentions([doc])[doc] == DOCS["d2"]
     finally:
         store.delete_document(doc)
     assert store.snapshot([doc]).doc_entities[doc] == set()

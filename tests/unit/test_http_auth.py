@@ -1,11 +1,13 @@
-"""Token auth and request parsing, driven through the real ASGI middleware."""
+"""Token auth, request parsing and error mapping, driven through the real ASGI middleware."""
 
 from __future__ import annotations
 
 import asyncio
+import pickle
 
 import pytest
 
+from deployments.stores import StoreUnavailable
 from graphs.http import APIError, TokenAuth
 
 
@@ -76,3 +78,10 @@ def test_route_timeout_answers_504_json_and_spares_fast_routes():
     assert status == 504 and b'"type":"timeout"' in body
     fast = RouteTimeout(ok_app, default_s=0.2)
     assert call(fast, path="/v1/tts") == (200, b"ok")
+
+
+def test_store_unavailable_survives_pickling():
+    """Ray pickles a replica's exception; the gateway maps this class to 503."""
+    again = pickle.loads(pickle.dumps(StoreUnavailable("postgresql", "127.0.0.1:5432: refused")))
+    assert isinstance(again, StoreUnavailable) and again.store == "postgresql"
+    assert str(again) == "postgresql is unavailable: 127.0.0.1:5432: refused"

@@ -107,6 +107,6 @@ async def test_embed_with_cache_computes_only_misses(store_env):
     assert computed == texts + ["a new sentence"]
     assert np.allclose(first, again[:2]) and again.shape == (3, 384)
     without_redis = await embed_with_cache(None, "minilm", texts[:1], compute)
-    assert np.allclose(without_redis[0], first[0])
+    assert np.allclose(without_redis[0], first[0], atol=1e-6)  # a batch of one vs two: float noise
     await cache.redis.delete(*[cache.key("minilm", t) for t in texts + ["a new sentence"]])
     await cache.close()

@@ -1,0 +1,128 @@
+"""IngestGraph without Ray: a commit that fails after Qdrant and the graph were written
+leaves every store, and each index in memory, on the previous version.
+
+Real engines and stores: MiniLM, VectorIndexEngine over Qdrant local mode and
+GraphIndexEngine over SQLite in tmp_path, the session's PostgreSQL database
+(whose ``die_at_commit`` trigger makes the server drop the connection at COMMIT)
+and Redis. GLiNER weights are absent here, so the NER handle answers with
+hand-made spans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from deployments.embedding import EmbeddingEngine
+from deployments.graph_index import GraphIndexEngine
+from deployments.settings import EmbeddingSettings, NerSettings, StoreSettings
+from deployments.stores import DocumentRecord, Mention, StoreUnavailable
+from deployments.vector_index import VectorIndexEngine
+from graphs.ingest import IngestGraph
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+class Handle:
+    """``handle.method.remote(...)`` as IngestGraph calls it, run on a local object."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __getattr__(self, name: str):
+        method = getattr(self.target, name)
+        return SimpleNamespace(remote=lambda *a, **kw: asyncio.to_thread(method, *a, **kw))
+
+
+class Embedder:
+    def __init__(self):
+        self.engine = EmbeddingEngine(EmbeddingSettings(), "cpu")
+        self.engine.load()
+
+    def info(self) -> dict:
+        return self.engine.info()
+
+    def embed(self, texts: list[str]) -> dict:
+        return {"vectors": self.engine.embed(texts).vectors}
+
+
+class Ner:
+    """GlinerNER's predict: the spans written here for each text."""
+
+    def __init__(self, spans: dict[str, list[Mention]]):
+        self.spans = spans
+
+    def predict(self, texts: list[str], labels: list[str], threshold: float) -> list[list[dict]]:
+        return [[{"text": m.name, "label": m.label, "start": m.start, "end": m.end,
+                  "score": m.score} for m in self.spans[t]] for t in texts]
+
+
+def span(text: str, name: str, label: str) -> Mention:
+    start = text.index(name)
+    return Mention(name, label, start, start + len(name), 0.9)
+
+
+V1 = "Ada met Tom in Turin to talk about engines."
+V2 = "Ada moved to Lisbon with Grace."
+NEW = "Grace opened a bakery in Lisbon."
+SPANS = {
+    V1: [span(V1, "Ada", "person"), span(V1, "Tom", "person"), span(V1, "Turin", "place")],
+    V2: [span(V2, "Ada", "person"), span(V2, "Lisbon", "place"), span(V2, "Grace", "person")],
+    NEW: [span(NEW, "Grace", "person"), span(NEW, "Lisbon", "place")],
+}
+
+
+async def test_a_failed_commit_restores_the_previous_version(tmp_path, store_env, die_at_commit):
+    stores = StoreSettings(
+        postgres_url=store_env["SERVE_STORES__POSTGRES_URL"],
+        redis_url=store_env["SERVE_STORES__REDIS_URL"],
+        redis_prefix=store_env["SERVE_STORES__REDIS_PREFIX"] + "-restore",
+        qdrant_path=tmp_path / "qdrant", graph_path=tmp_path / "graph.sqlite",
+    )
+    vectors = VectorIndexEngine(stores, tmp_path, "cpu")
+    graph = GraphIndexEngine(stores, tmp_path, "cpu")
+    vectors.load()
+    graph.load()
+    embedder = Embedder()
+    ingest = IngestGraph.func_or_class(
+        stores, NerSettings(), Handle(embedder), Handle(vectors), Handle(graph), Handle(Ner(SPANS)),
+    )
+    changed, new = f"restore-{uuid.uuid4().hex[:8]}", f"restore-new-{uuid.uuid4().hex[:8]}"
+    v1 = {"id": changed, "text": V1, "metadata": {"v": 1}, "kind": "document"}
+    try:
+        assert (await ingest.ingest([v1]))["written"] == [changed]
+        v1_hash = DocumentRecord(changed, V1, {"v": 1, "kind": "document"}).content_hash
+        v1_vector = embedder.engine.embed([V1]).vectors[0]
+        v1_entities = {m.entity_id for m in SPANS[V1]}
+
+        v2 = {**v1, "text": V2, "metadata": {"v": 2, die_at_commit: True}}
+        with pytest.raises(StoreUnavailable, match="postgresql"):
+            await ingest.ingest([v2, {**v1, "id": new, "text": NEW}])
+
+        assert await ingest.postgres.stored_hashes([changed, new]) == {changed: v1_hash}
+        # Qdrant and the index in memory: v1's payload and vector, the new document gone.
+        [(_, stored_vector, payload)] = vectors.fetch([changed, new])
+        assert payload["text"] == V1 and payload["content_hash"] == v1_hash
+        assert np.allclose(stored_vector, v1_vector, atol=1e-5)
+        row = vectors.rows[changed]
+        assert vectors.payloads[row]["text"] == V1 and new not in vectors.rows
+        assert np.allclose(vectors.vectors[row], v1_vector, atol=1e-5)
+        assert vectors.search(v1_vector, 1)[0][0]["text"] == V1
+        # The graph store and the graph in memory: v1's mentions, none for the new document.
+        restored = graph.mentions([changed, new])
+        assert set(restored[changed]) == set(SPANS[V1]) and restored[new] == []
+        assert graph.doc_entities[changed] == v1_entities and new not in graph.doc_entities
+        assert {e["id"] for e in graph.expand([changed], 0)["entities"]} == v1_entities
+
+        # Without the marker, v2 is written everywhere.
+        v2_clean = {**v2, "metadata": {"v": 2}}
+        assert (await ingest.ingest([v2_clean]))["written"] == [changed]
+        assert vectors.fetch([changed])[0][2]["text"] == V2
+        assert set(graph.mentions([changed])[changed]) == set(SPANS[V2])
+    finally:
+        await ingest.postgres.close()
+        await ingest.redis.close()
