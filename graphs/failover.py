@@ -24,7 +24,7 @@ from collections import deque
 from typing import AsyncIterator
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-from ray.serve.exceptions import ReplicaUnavailableError
+from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from deployments import routing
@@ -94,10 +94,10 @@ class TTSStream:
 
     def __init__(self, handle: DeploymentHandle, text: str, fmt: str, piece_timeout_s: float,
                  suspect_s: float = 3.0, attempts: int = 3, hedge: HedgePolicy | None = None,
-                 **kwargs):
+                 queue_wait_s: float = 0.0, **kwargs):
         self.handle, self.text, self.fmt, self.kwargs = handle, text, fmt, kwargs
         self.piece_timeout_s, self.suspect_s, self.attempts = piece_timeout_s, suspect_s, attempts
-        self.hedge = hedge
+        self.hedge, self.queue_wait_s = hedge, queue_wait_s
         self.sentences = tts_sentences(text)
         self.sent = 0  # sentences delivered (pcm/wav)
         self.yielded = 0  # pieces delivered
@@ -123,21 +123,26 @@ class TTSStream:
     async def _run(self) -> AsyncIterator[bytes]:
         fmt = self.fmt
         stream, on = self._open(fmt), None
-        for attempt in range(1, self.attempts + 1):
+        attempt, backoff = 1, 0.05
+        queue_until = time.monotonic() + self.queue_wait_s
+        while True:
+            if fmt in STREAMABLE and self.sent == len(self.sentences):
+                stream.cancel()  # every sentence is out: no need to wait for the end marker
+                return
             try:
-                while True:
-                    if fmt in STREAMABLE and self.sent == len(self.sentences):
-                        stream.cancel()  # every sentence is out: no need to wait for the end marker
-                        return
-                    piece, stream, on = await self._next_piece(stream, on, fmt)
-                    self.host = self.host or on
-                    if fmt in STREAMABLE:
-                        self.sent += 1
-                    if piece:
-                        self.yielded += 1
-                        yield piece
+                piece, stream, on = await self._next_piece(stream, on, fmt)
             except StopAsyncIteration:
                 return
+            except BackPressureError:
+                # Every replica's queue is full. Often a burst (a node starting up
+                # takes the CPU): wait a little for room, then the gateway answers
+                # 503 with Retry-After.
+                if time.monotonic() + backoff > queue_until:
+                    raise
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, 0.5)
+                stream, on = self._open(fmt), None
+                continue
             except (asyncio.TimeoutError, *REPLICA_LOST) as exc:
                 stream.cancel()
                 failed = on or routing.served_by(self.request_id)
@@ -157,16 +162,24 @@ class TTSStream:
                 if not isinstance(exc, asyncio.TimeoutError):  # lost, not merely slow
                     routing.suspect(failed, self.suspect_s)
                 self.resumed += 1
+                attempt += 1
                 if fmt == "wav" and self.sent:
                     fmt = "pcm"  # the header went out with the first sentence
                 stream, on = self._open(fmt), None
+                continue
+            self.host = self.host or on
+            if fmt in STREAMABLE:
+                self.sent += 1
+            if piece:
+                self.yielded += 1
+                yield piece
 
     async def _next_piece(self, stream, on: str | None, fmt: str):
         """The next piece of ``stream``, or of a hedge opened on another node if that is first.
 
         Returns (piece, the stream it came from, that stream's host). Raises
         StopAsyncIteration at the end, TimeoutError past the piece deadline,
-        a REPLICA_LOST error when every call in the race was lost.
+        a REPLICA_LOST error (or BackPressureError) when every call in the race failed.
         """
         asked = time.monotonic()
         deadline = asked + self.piece_timeout_s
@@ -184,8 +197,8 @@ class TTSStream:
                     source = racing.pop(task)
                     try:
                         piece = task.result()
-                    except REPLICA_LOST as exc:
-                        lost = exc
+                    except (*REPLICA_LOST, BackPressureError) as exc:
+                        lost = exc  # the others in the race may still answer
                         continue
                     winner = hosts.get(source) or routing.served_by(self.request_id)
                     self._settle(hosts, source, asked)

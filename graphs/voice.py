@@ -153,6 +153,7 @@ class VoiceGraph:
         async def speak(sentence: str) -> bytes:
             stream = TTSStream(self.tts[engine], sentence, "pcm", self.speech.piece_timeout_s,
                                self.speech.suspect_s, hedge=hedge_policy(engine, self.speech),
+                               queue_wait_s=self.speech.queue_wait_s,
                                voice=options.get("voice"),
                                speed=float(options.get("speed") or 1.0),
                                sample_rate=turn.sample_rate)

@@ -62,7 +62,8 @@ async def open_stream(services: Services, name: str, settings: SpeechSettings,
                       text: str, fmt: str, **kwargs) -> tuple[bytes, TTSStream]:
     """Start a failover-safe TTS stream and wait for its first piece, so bad input is still a 4xx."""
     stream = TTSStream(services.get(name), text, fmt, settings.piece_timeout_s,
-                       settings.suspect_s, hedge=hedge_policy(name, settings), **kwargs)
+                       settings.suspect_s, hedge=hedge_policy(name, settings),
+                       queue_wait_s=settings.queue_wait_s, **kwargs)
     try:
         first = await stream.first()
     except ValueError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from ray.serve.exceptions import BackPressureError
 
 from deployments import routing
 from deployments.piper import PiperEngine
@@ -32,8 +33,8 @@ class Call:
     """One streamed call to a replica on ``host``: a piece per sentence, or silence after
     ``dies_after`` pieces (the machine is gone)."""
 
-    def __init__(self, engine, host: str, text: str, dies_after: int | None):
-        self.host, self.text, self.cancelled = host, text, False
+    def __init__(self, engine, host: str, text: str, dies_after: int | None, full: bool = False):
+        self.host, self.text, self.cancelled, self.full = host, text, False, full
         self.chunks = engine.stream(text)
         self.left = dies_after
 
@@ -41,6 +42,8 @@ class Call:
         return self
 
     async def __anext__(self) -> bytes:
+        if self.full:  # as Serve's router says when every replica's queue is full
+            raise BackPressureError(num_queued_requests=8, max_queued_requests=8)
         if self.left == 0:
             await asyncio.Event().wait()  # never answers
         chunk = await asyncio.to_thread(next, self.chunks, None)
@@ -59,8 +62,8 @@ class TwoNodeHandle:
 
     deployment_name = "PiperTTS"
 
-    def __init__(self, engine, dies_after: dict[str, int]):
-        self.engine, self.dies_after, self.calls = engine, dies_after, []
+    def __init__(self, engine, dies_after: dict[str, int], full_for: int = 0):
+        self.engine, self.dies_after, self.calls, self.full_for = engine, dies_after, [], full_for
 
     def options(self, stream: bool):
         return self
@@ -74,7 +77,7 @@ class TwoNodeHandle:
         avoid = routing.suspected() | {routing._avoid.get(rid)} - {None}
         host = routing.rank_by_host(["panda", "titan"], lambda h: h, ["panda", "titan"], avoid)[0][0]
         routing._remember(routing._served, rid, host)
-        call = Call(self.engine, host, text, self.dies_after.get(host))
+        call = Call(self.engine, host, text, self.dies_after.get(host), len(self.calls) < self.full_for)
         self.calls.append(call)
         return call
 
@@ -138,6 +141,21 @@ async def test_both_nodes_silent_ends_in_a_504(piper):
         await asyncio.wait_for(stream.first(), 10)
     assert err.value.status == 504
     assert all(c.cancelled for c in handle.calls)
+
+
+@ASYNC
+async def test_full_queues_are_waited_out_within_the_budget(piper):
+    handle = TwoNodeHandle(piper, {}, full_for=3)
+    stream, pieces = await speak(handle, piece_timeout_s=30, queue_wait_s=2.0)
+    assert len(pieces) == 3 and len(handle.calls) == 4  # three refusals, then room
+
+
+@ASYNC
+async def test_full_queues_past_the_budget_raise_for_a_503(piper):
+    handle = TwoNodeHandle(piper, {}, full_for=100)
+    with pytest.raises(BackPressureError):
+        await speak(handle, piece_timeout_s=30, queue_wait_s=0.3)
+    assert 2 <= len(handle.calls) <= 5  # backing off, not spinning
 
 
 def test_hedge_delay_follows_recent_waits_with_a_floor():
