@@ -138,7 +138,7 @@ class SpeechSettings(BaseModel):
     node (the wait is 1.5x the recent 90th percentile; see graphs.failover.HedgePolicy)."""
     hedge_ratio: float = 0.1
     """Most extra load hedging may add: hedges earned per sentence served."""
-    queue_wait_s: float = 2.0
+    queue_wait_s: float = 5.0
     """How long a TTS call waits for room when every replica's queue is full, before a 503."""
 
 

@@ -1,9 +1,12 @@
 """TTS while panda dies and comes back (issue 5's acceptance figures, shorter runs).
 
-Order matters: the node-kill test leaves panda dead and the return test brings it back.
+Order matters: the node-kill test leaves panda dead, the return test brings it back,
+the mid-stream test kills it again.
 """
 
 from __future__ import annotations
+
+import time
 
 import ray
 
@@ -44,3 +47,39 @@ def test_traffic_returns_to_panda_after_it_rejoins(chaos_box):
     assert [o for o in outcomes if not o.ok] == []
     on_panda = [o.done_at - back_at for o in outcomes if o.host == "panda"]
     assert on_panda and min(on_panda) <= 15, on_panda
+
+
+def test_node_killed_mid_stream_client_gets_the_whole_speech(chaos_box, tmp_path):
+    """A streamed /v1/audio/speech (wav) on panda; panda is SIGKILLed after the first
+    audio arrived. The stream continues on titan: every sentence is heard once, in order
+    (checked by ear: Whisper base transcribes what the client received)."""
+    import threading
+
+    from deployments import audio
+    from deployments.settings import WhisperSettings
+    from deployments.stt import WhisperEngine
+    from tests.speechkit import SENTENCES, wer
+
+    text = " ".join(SENTENCES * 2)
+    got, first, done = [], threading.Event(), {}
+
+    def listen():
+        with chaos_box.client() as client, client.stream("POST", "/v1/audio/speech", json={
+                "model": "piper", "input": text, "voice": "alloy", "response_format": "wav"}) as r:
+            done["status"], done["host"] = r.status_code, r.headers.get("x-served-by")
+            for chunk in r.iter_bytes():
+                got.append((time.monotonic(), chunk))
+                first.set()
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    assert first.wait(60)
+    killed_at = time.monotonic()
+    chaos_box.kill("panda")  # signals: main thread only
+    listener.join(120)
+    assert done == {"status": 200, "host": "panda"}
+    assert got[-1][0] > killed_at  # the kill did land mid-stream
+    whisper = WhisperEngine(WhisperSettings(), "cpu", data_dir=tmp_path)
+    whisper.load()
+    heard = whisper.transcribe(audio.decode(b"".join(c for _, c in got)), language="en").text
+    assert wer(text, heard) <= 0.15, heard
