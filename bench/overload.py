@@ -1,0 +1,151 @@
+"""Far more TTS callers than the cluster can serve: bounded queues, quick 503s, flat memory.
+
+    python -m bench.overload [--clients 200] [--duration 60]
+
+Each client posts the phone daemon's ``POST /v1/tts`` in a loop; on a 503 or
+429 it waits what ``Retry-After`` says (at most 1 s), as the Python client
+does. Meanwhile this process samples the resident memory of the Serve
+processes (gateways, replicas, proxy). The chaos test runs it shorter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httpx
+import psutil
+
+from bench.failover import SENTENCES, Outcome
+from bench.report import SpawnedLoad, header, write_section
+from cluster import sandbox
+
+SHED = (429, 503)
+
+
+async def crowd(base_url: str, headers: dict, clients: int, duration_s: float,
+                start_at: float = 0.0, timeout_s: float = 90.0) -> list[Outcome]:
+    """``clients`` callers in a loop for ``duration_s``. A 503 or 429 without Retry-After
+    or without the gateway's JSON error counts as a status of its own."""
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    outcomes: list[Outcome] = []
+    end = time.monotonic() + duration_s
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s,
+                                 limits=httpx.Limits(max_connections=clients)) as client:
+
+        async def caller(i: int) -> None:
+            n = 0
+            while time.monotonic() < end:
+                sent, wait = time.monotonic(), 0.0
+                try:
+                    r = await client.post("/v1/tts", json={"text": SENTENCES[(i + n) % len(SENTENCES)]})
+                    status: int | str = r.status_code
+                    if status in SHED:
+                        if "retry-after" not in r.headers:
+                            status = f"{status} without Retry-After"
+                        elif not r.headers.get("content-type", "").startswith("application/json"):
+                            status = f"{status} without the JSON error"
+                        wait = min(1.0, float(r.headers.get("retry-after", 1)))
+                    outcomes.append(Outcome(sent, time.monotonic(), status, r.headers.get("x-served-by")))
+                except httpx.HTTPError as exc:
+                    outcomes.append(Outcome(sent, time.monotonic(), type(exc).__name__, None))
+                n += 1
+                await asyncio.sleep(wait)
+
+        await asyncio.gather(*(caller(i) for i in range(clients)))
+    return outcomes
+
+
+def serve_memory_mb() -> float:
+    """Resident memory of this machine's Serve processes (replicas and proxies), in MB."""
+    total = 0
+    for p in psutil.process_iter(["cmdline", "memory_info"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if cmd.startswith(("ray::ServeReplica", "ray::ProxyActor")) and p.info["memory_info"]:
+            total += p.info["memory_info"].rss
+    return total / 2**20
+
+
+@dataclass
+class OverloadSummary:
+    clients: int
+    duration_s: float
+    statuses: dict[str, int]
+    served_per_s: float
+    p50_served_s: float
+    p99_served_s: float
+    p99_shed_s: float
+    longest_wait_s: float
+    memory_mb: list[tuple[float, float]]  # (seconds into the load, MB)
+
+    @property
+    def memory_growth_mb(self) -> float:
+        """From a third of the way in (queues full, models warm) to the end."""
+        settled = [mb for t, mb in self.memory_mb if t >= self.duration_s / 3]
+        return settled[-1] - settled[0] if len(settled) > 1 else 0.0
+
+    def lines(self) -> list[str]:
+        mem = self.memory_mb
+        return [
+            "| clients | answers by status | served/s | served p50 / p99 | shed p99 | longest wait "
+            "| Serve memory at start, 1/3, end |",
+            "|---|---|---|---|---|---|---|",
+            f"| {self.clients} | {self.statuses} | {self.served_per_s:.1f} "
+            f"| {self.p50_served_s:.2f} / {self.p99_served_s:.2f} s | {self.p99_shed_s:.2f} s "
+            f"| {self.longest_wait_s:.1f} s | {mem[0][1]:.0f} / "
+            f"{next(mb for t, mb in mem if t >= self.duration_s / 3):.0f} / {mem[-1][1]:.0f} MB |",
+        ]
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p * len(values)))] if values else 0.0
+
+
+def run_overload(box: sandbox.Sandbox, clients: int, duration_s: float) -> OverloadSummary:
+    load = SpawnedLoad(crowd, box.base_url, box.headers(), clients, duration_s)
+    memory = []
+    while (t := load.wait_until(len(memory) * 2.0) - load.start_at) < duration_s:
+        memory.append((t, serve_memory_mb()))
+    outcomes = load.join()
+    statuses: dict[str, int] = {}
+    for o in outcomes:
+        statuses[str(o.status)] = statuses.get(str(o.status), 0) + 1
+    served = [o.done_at - o.sent_at for o in outcomes if o.ok]
+    shed = [o.done_at - o.sent_at for o in outcomes if o.status in SHED]
+    return OverloadSummary(
+        clients, duration_s, dict(sorted(statuses.items())), len(served) / duration_s,
+        pct(served, 0.5), pct(served, 0.99), pct(shed, 0.99),
+        max((o.done_at - o.sent_at for o in outcomes), default=0.0), memory,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--duration", type=float, default=60)
+    a = parser.parse_args()
+    box = sandbox.start("overload-token")
+    try:
+        s = run_overload(box, a.clients, a.duration)
+    finally:
+        box.stop()
+    lines = [
+        "## TTS overload (backpressure)",
+        "",
+        header(f"python -m bench.overload --clients {a.clients} --duration {a.duration:g}"),
+        f"{a.clients} clients each posting `/v1/tts` (the phone's JSON, one short sentence, "
+        f"KokoroTTS on CPU) in a loop for {a.duration:g} s, waiting `Retry-After` (at most 1 s) "
+        "after a 503. Memory: resident set of every Serve process (gateways, replicas, proxy), "
+        f"sampled every 2 s; it grew {s.memory_growth_mb:+.0f} MB from a third of the way in to the end.",
+        "",
+        *s.lines(),
+    ]
+    write_section("overload", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
