@@ -7,10 +7,10 @@ gone or full, and goes back by itself when the preferred node returns, since
 ranking happens per request.
 
 The router runs inside the caller's process (the gateway, a graph), so the
-caller steers it and learns where a call went through two small in-process
-tables keyed by Serve's internal request id, which every handle call made
-while serving one HTTP request carries: ``steer_away`` before a retry,
-``served_by`` after a call.
+caller steers it and learns where a call went through small in-process
+tables: keyed by Serve's internal request id, which every handle call made
+while serving one HTTP request carries, ``steer_away`` before a retry and
+``served_by`` after a call; per deployment, ``replica_hosts``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ TABLE_SIZE = 4096  # requests remembered; old entries fall off
 _avoid: OrderedDict[str, str] = OrderedDict()
 _served: OrderedDict[str, str] = OrderedDict()
 _suspect: dict[str, float] = {}  # host -> until (monotonic): ranked last for every request
+_hosts: dict[str, set[str]] = {}  # deployment -> hosts of its replicas at the latest routing
 
 
 def _remember(table: OrderedDict, key: str, value: str) -> None:
@@ -65,6 +66,11 @@ def suspect(host: str | None, for_s: float) -> None:
 def suspected() -> set[str]:
     now = time.monotonic()
     return {h for h, until in _suspect.items() if until > now}
+
+
+def replica_hosts(deployment: str) -> set[str]:
+    """Hosts that had a replica of ``deployment`` when this process last routed a call to it."""
+    return _hosts.get(deployment, set())
 
 
 def served_by(request_id: str) -> str | None:
@@ -129,6 +135,7 @@ class PreferredHostRouter(FIFOMixin, RequestRouter):
         request_id = pending_request.metadata.internal_request_id if pending_request else ""
         avoid = shared.suspected() | {shared._avoid.get(request_id)} - {None}
         ranks = rank_by_host(candidate_replicas, self._host, self.hosts, avoid)
+        shared._hosts[self._deployment_id.name] = {self._host(r) or "" for r in candidate_replicas}
         if ranks and request_id:
             # One replica per host (max_replicas_per_node: 1), so the first rank's host is
             # where this call goes unless that replica rejects it for a full queue.

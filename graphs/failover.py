@@ -206,7 +206,8 @@ class TTSStream:
                 if not done:
                     if time.monotonic() >= deadline:
                         raise asyncio.TimeoutError
-                    if can_hedge and len(hosts) == 1 and self.hedge.take():
+                    if can_hedge and len(hosts) == 1 and self._other_node(stream, hosts) \
+                            and self.hedge.take():
                         copy = self._hedge_on_other_node(stream, hosts, fmt)
                         racing[asyncio.ensure_future(copy.__anext__())] = copy
                     wait = deadline - time.monotonic()
@@ -216,10 +217,15 @@ class TTSStream:
                 task.cancel()
                 source.cancel()
 
+    def _other_node(self, stream, hosts: dict) -> bool:
+        """Whether a replica runs on another node than the late call's (else a hedge would
+        only queue behind it on the same, already slow, replica)."""
+        hosts[stream] = hosts[stream] or routing.served_by(self.request_id)
+        return bool(routing.replica_hosts(self.handle.deployment_name) - {hosts[stream]})
+
     def _hedge_on_other_node(self, stream, hosts: dict, fmt: str):
         """Ask the node the late call is not on for the same remaining sentences."""
-        late = hosts[stream] or routing.served_by(self.request_id)
-        hosts[stream] = late
+        late = hosts[stream]
         routing.steer_away(self.request_id, late)
         copy = self._open("pcm" if fmt == "wav" and self.sent else fmt)
         hosts[copy] = None  # known once it answers

@@ -16,6 +16,7 @@ from ray.serve.exceptions import BackPressureError
 from deployments import routing
 from deployments.piper import PiperEngine
 from graphs.failover import HedgePolicy, TTSStream
+from graphs.http import APIError
 
 ASYNC = pytest.mark.asyncio(loop_scope="module")
 
@@ -62,8 +63,10 @@ class TwoNodeHandle:
 
     deployment_name = "PiperTTS"
 
-    def __init__(self, engine, dies_after: dict[str, int], full_for: int = 0):
+    def __init__(self, engine, dies_after: dict[str, int], full_for: int = 0,
+                 hosts: tuple[str, ...] = ("panda", "titan")):
         self.engine, self.dies_after, self.calls, self.full_for = engine, dies_after, [], full_for
+        self.hosts = list(hosts)
 
     def options(self, stream: bool):
         return self
@@ -75,8 +78,9 @@ class TwoNodeHandle:
     def remote(self, text: str, fmt: str, **kwargs) -> Call:
         rid = routing.current_request_id()
         avoid = routing.suspected() | {routing._avoid.get(rid)} - {None}
-        host = routing.rank_by_host(["panda", "titan"], lambda h: h, ["panda", "titan"], avoid)[0][0]
+        host = routing.rank_by_host(self.hosts, lambda h: h, ["panda", "titan"], avoid)[0][0]
         routing._remember(routing._served, rid, host)
+        routing._hosts[self.deployment_name] = set(self.hosts)
         call = Call(self.engine, host, text, self.dies_after.get(host), len(self.calls) < self.full_for)
         self.calls.append(call)
         return call
@@ -84,17 +88,21 @@ class TwoNodeHandle:
 
 @pytest.fixture(autouse=True)
 def clean_routing():
-    routing._suspect.clear()
-    routing._avoid.clear()
+    tables = (routing._suspect, routing._avoid, routing._hosts)
+    for table in tables:
+        table.clear()
     yield
-    routing._suspect.clear()
-    routing._avoid.clear()
+    for table in tables:
+        table.clear()
+
+
+async def speak_all(stream: TTSStream) -> list[bytes]:
+    return [await stream.first()] + [p async for p in stream.rest()]
 
 
 async def speak(handle, **kwargs) -> tuple[TTSStream, list[bytes]]:
     stream = TTSStream(handle, TEXT, "pcm", suspect_s=3.0, **kwargs)
-    pieces = [await stream.first()] + [p async for p in stream.rest()]
-    return stream, pieces
+    return stream, await speak_all(stream)
 
 
 @ASYNC
@@ -131,9 +139,19 @@ async def test_a_healthy_stream_is_not_hedged(piper):
 
 
 @ASYNC
-async def test_both_nodes_silent_ends_in_a_504(piper):
-    from graphs.http import APIError
+async def test_no_hedge_when_the_late_replica_is_the_only_one(piper):
+    """Panda is down: a hedge would only queue behind the slow call on titan."""
+    handle = TwoNodeHandle(piper, {"titan": 1}, hosts=("titan",))
+    policy = HedgePolicy(initial_s=0.1)
+    stream = TTSStream(handle, TEXT, "pcm", piece_timeout_s=0.8, attempts=1, hedge=policy)
+    with pytest.raises(APIError) as err:
+        await asyncio.wait_for(speak_all(stream), 10)
+    assert err.value.status == 504  # the piece deadline, with no copy sent anywhere
+    assert [c.host for c in handle.calls] == ["titan"] and policy.tokens == policy.burst
 
+
+@ASYNC
+async def test_both_nodes_silent_ends_in_a_504(piper):
     handle = TwoNodeHandle(piper, {"panda": 0, "titan": 0})
     stream = TTSStream(handle, TEXT, "pcm", piece_timeout_s=0.5, attempts=2,
                        hedge=HedgePolicy(initial_s=0.1))
