@@ -148,7 +148,7 @@ def main() -> None:
     a = parser.parse_args()
     kill_at, back_at = a.duration / 4, a.duration / 2
     results = {}
-    for label, args in (("this project: replica per node + PreferredHostRouter + retry",
+    for label, args in (("this project: replica per node + PreferredHostRouter + hedging + retry",
                          sandbox.serve_args()),
                         ("Ray's label fallback: one replica, label_selector panda + "
                          "fallback_strategy titan (same gateway retry)",
