@@ -153,7 +153,7 @@ def main() -> None:
                         ("Ray's label fallback: one replica, label_selector panda + "
                          "fallback_strategy titan (same gateway retry)",
                          native_fallback(sandbox.serve_args()))):
-        box = sandbox.start("chaos-token", args)
+        box = sandbox.start("chaos-token", args, pin_cores=True)
         try:
             results[label] = run_scenario(box, a.rate, a.duration, kill_at, back_at)
         finally:
@@ -164,7 +164,9 @@ def main() -> None:
         header(f"python -m bench.failover --duration {a.duration:g} --rate {a.rate:g}"),
         f"{a.rate:g} requests/s to `/v1/audio/speech` ({TTS_DEPLOYMENT}, one short sentence each, "
         f"10 s client timeout) for {a.duration:g} s; panda hard-killed (SIGKILL to its raylet and "
-        f"workers) at {kill_at:.0f} s and started again at {back_at:.0f} s.",
+        f"workers) at {kill_at:.0f} s and started again at {back_at:.0f} s. Each node's processes "
+        "are pinned to half of this machine's cores, as on two machines: panda starting up takes "
+        "no CPU from titan. The load generator runs in a process of its own.",
         "",
         "| placement | sent | failed | longest gap while panda is down | longest gap, whole run "
         "| p99 while panda is down | back on panda |",

@@ -11,6 +11,7 @@ import os
 import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,27 @@ def node_ports() -> dict[str, int]:
     }
 
 
+@contextmanager
+def pinned(cores: list[int] | None):
+    """Processes started inside inherit these CPU cores (None: no change)."""
+    before = os.sched_getaffinity(0)
+    if cores:
+        os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def split_cores(hosts: list[str]) -> dict[str, list[int]]:
+    """This machine's cores shared out between the hosts, as if each were its own machine."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < len(hosts):
+        return {}
+    share = len(cores) // len(hosts)
+    return {h: cores[i * share:(i + 1) * share] for i, h in enumerate(hosts)}
+
+
 def serve_app(config: Path = REPO / "serve_config.yaml", app: str = "assistant") -> dict:
     """An application's entry (import_path, args, logging_config...) from a Serve config file."""
     parsed = yaml.safe_load(config.read_text())
@@ -61,6 +83,8 @@ class Sandbox:
     """Host label -> that node's Prometheus export port (scrape /metrics there)."""
     worker_args: dict[str, dict] = field(default_factory=dict)
     """How each worker node was started, so a killed one can come back the same."""
+    cores: dict[str, list[int]] = field(default_factory=dict)
+    """Host label -> the CPU cores its processes are pinned to (empty: not pinned)."""
 
     def kill(self, host: str) -> None:
         """Hard-kill a worker node: SIGKILL to its raylet and workers, like a power cut."""
@@ -68,7 +92,8 @@ class Sandbox:
 
     def restart(self, host: str) -> None:
         """Bring a killed worker node back with its labels, GPUs and resources."""
-        self.nodes[host] = self.cluster.add_node(**{**self.worker_args[host], **node_ports()})
+        with pinned(self.cores.get(host)):
+            self.nodes[host] = self.cluster.add_node(**{**self.worker_args[host], **node_ports()})
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -108,8 +133,14 @@ class Sandbox:
         self.cluster.shutdown()
 
 
-def start(token: str, args: dict | None = None, logical_cpus: int = 8) -> Sandbox:
-    """Start titan + panda, Serve on a free loopback port, and deploy ``args``."""
+def start(token: str, args: dict | None = None, logical_cpus: int = 8,
+          pin_cores: bool = False) -> Sandbox:
+    """Start titan + panda, Serve on a free loopback port, and deploy ``args``.
+
+    ``pin_cores`` gives each node its own share of this machine's cores, so a
+    node starting up or dying does not take CPU from the other, as on two
+    machines (the failover tests and benchmark use it).
+    """
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="her-serve-ray-")
     os.environ.update(HEALTH_ENV)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -121,18 +152,20 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8) -> Sandbo
     defs = load_nodes()
     common = {"num_cpus": logical_cpus, "object_store_memory": 200 * 1024 * 1024}
     head_ports, panda_ports = node_ports(), node_ports()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            **common,
-            **head_ports,
-            "gcs_server_port": free_port(),
-            "dashboard_port": free_port(),
-            "num_gpus": defs["titan"].gpus,
-            "labels": defs["titan"].labels,
-            "resources": defs["titan"].resources,
-        },
-    )
+    cores = split_cores(["titan", "panda"]) if pin_cores else {}
+    with pinned(cores.get("titan")):
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                **common,
+                **head_ports,
+                "gcs_server_port": free_port(),
+                "dashboard_port": free_port(),
+                "num_gpus": defs["titan"].gpus,
+                "labels": defs["titan"].labels,
+                "resources": defs["titan"].resources,
+            },
+        )
     panda_args = {
         **common,
         **panda_ports,
@@ -140,7 +173,8 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8) -> Sandbo
         "labels": defs["panda"].labels,
         "resources": defs["panda"].resources,
     }
-    panda = cluster.add_node(**panda_args)
+    with pinned(cores.get("panda")):
+        panda = cluster.add_node(**panda_args)
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
@@ -152,6 +186,7 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8) -> Sandbo
         Path(os.environ["RAY_TMPDIR"]),
         {"titan": head_ports["metrics_export_port"], "panda": panda_ports["metrics_export_port"]},
         {"panda": panda_args},
+        cores,
     )
     box.deploy(serve_args() if args is None else args)
     return box

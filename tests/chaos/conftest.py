@@ -1,5 +1,8 @@
 """Chaos tests kill nodes, so they get their own cluster and their own pytest run
-(`make test` runs them after the rest; `make chaos` runs the long version)."""
+(`make test` runs them after the rest; `make chaos` runs the long version).
+
+Each node is pinned to its own half of the cores, as on two machines: a node
+starting up or dying does not take CPU from the other."""
 
 from __future__ import annotations
 
@@ -11,6 +14,6 @@ from tests.conftest import TEST_TOKEN
 
 @pytest.fixture(scope="module")
 def chaos_box():
-    box = sandbox.start(TEST_TOKEN)
+    box = sandbox.start(TEST_TOKEN, pin_cores=True)
     yield box
     box.stop()

@@ -39,12 +39,15 @@ def test_panda_hard_kill_under_load_loses_nothing(chaos_box):
 
 
 def test_traffic_returns_to_panda_after_it_rejoins(chaos_box):
-    """Panda is started again under load: nothing fails and panda serves within 15 s."""
-    load = paced_load(chaos_box.base_url, chaos_box.headers(), 5, 25)
+    """Panda is started again under 10 requests/s: nothing fails, no gap over 1 s, and
+    panda serves again within 15 s."""
+    load = paced_load(chaos_box.base_url, chaos_box.headers(), 10, 25)
     back_at = load.wait_until(2)
     chaos_box.restart("panda")
     outcomes = load.join()
     assert [o for o in outcomes if not o.ok] == []
+    done = sorted(o.done_at for o in outcomes)
+    assert max(b - a for a, b in zip(done, done[1:])) <= 1.0
     on_panda = [o.done_at - back_at for o in outcomes if o.host == "panda"]
     assert on_panda and min(on_panda) <= 15, on_panda
 
