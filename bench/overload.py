@@ -58,14 +58,16 @@ async def crowd(base_url: str, headers: dict, clients: int, duration_s: float,
     return outcomes
 
 
-def serve_memory_mb() -> float:
-    """Resident memory of this machine's Serve processes (replicas and proxies), in MB."""
-    total = 0
+def serve_memory_mb() -> dict[str, float]:
+    """Resident memory of this machine's Serve processes (replicas and proxies) in MB,
+    summed per deployment (Ray retitles a process with the method it runs)."""
+    by_name: dict[str, float] = {}
     for p in psutil.process_iter(["cmdline", "memory_info"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith(("ray::ServeReplica", "ray::ProxyActor")) and p.info["memory_info"]:
-            total += p.info["memory_info"].rss
-    return total / 2**20
+        title = (" ".join(p.info["cmdline"] or []).split() or [""])[0].removeprefix("ray::")
+        if title.startswith(("ServeReplica", "ProxyActor")) and p.info["memory_info"]:
+            name = title.split(":")[-1].split(".")[0]
+            by_name[name] = by_name.get(name, 0.0) + p.info["memory_info"].rss / 2**20
+    return by_name
 
 
 @dataclass
@@ -78,13 +80,29 @@ class OverloadSummary:
     p99_served_s: float
     p99_shed_s: float
     longest_wait_s: float
-    memory_mb: list[tuple[float, float]]  # (seconds into the load, MB)
+    memory: list[tuple[float, dict[str, float]]]  # (seconds into the load, MB per deployment)
+
+    @property
+    def memory_mb(self) -> list[tuple[float, float]]:
+        """(seconds into the load, MB of every Serve process together)."""
+        return [(t, sum(by_name.values())) for t, by_name in self.memory]
 
     @property
     def memory_growth_mb(self) -> float:
         """From a third of the way in (queues full, models warm) to the end."""
         settled = [mb for t, mb in self.memory_mb if t >= self.duration_s / 3]
         return settled[-1] - settled[0] if len(settled) > 1 else 0.0
+
+    def memory_lines(self) -> list[str]:
+        """MB per deployment at the start, a third of the way in, and the end."""
+        third = next(by_name for t, by_name in self.memory if t >= self.duration_s / 3)
+        first, last = self.memory[0][1], self.memory[-1][1]
+        return [
+            "| Serve process | MB at start | at 1/3 | at the end |",
+            "|---|---|---|---|",
+            *(f"| {name} | {first.get(name, 0):.0f} | {third.get(name, 0):.0f} "
+              f"| {last.get(name, 0):.0f} |" for name in sorted({*first, *last})),
+        ]
 
     def lines(self) -> list[str]:
         mem = self.memory_mb
@@ -142,6 +160,8 @@ def main() -> None:
         f"sampled every 2 s; it grew {s.memory_growth_mb:+.0f} MB from a third of the way in to the end.",
         "",
         *s.lines(),
+        "",
+        *s.memory_lines(),
     ]
     write_section("overload", "\n".join(lines))
     print("\n".join(lines))
