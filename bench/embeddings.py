@@ -14,7 +14,7 @@ import copy
 
 import httpx
 
-from bench.report import Run, header, measure, run_threads, write_section
+from bench.report import Run, header, measure, publish, run_threads
 from cluster import sandbox
 from deployments.embedding import EmbeddingEngine
 from deployments.settings import EmbeddingSettings
@@ -121,8 +121,7 @@ def main() -> None:
         f"throughput over HTTP; {handle_batched.throughput / handle_unbatched.throughput:.2f}x "
         "through a handle (no proxy or gateway in the way)"
     )
-    write_section("embeddings", "\n".join(lines))
-    print("\n".join(lines))
+    publish("embeddings", lines)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from bench.report import SpawnedLoad, header, write_section
+from bench.report import SpawnedLoad, header, publish
 from cluster import sandbox
 
 TTS_DEPLOYMENT = "PiperTTS"  # CPU-fast enough for >= 10 req/s on two cores
@@ -175,8 +175,7 @@ def main() -> None:
         "",
         *(f"- {label}: failures by kind {s.failures or 'none'}" for label, s in results.items()),
     ]
-    write_section("failover", "\n".join(lines))
-    print("\n".join(lines))
+    publish("failover", lines)
 
 
 if __name__ == "__main__":

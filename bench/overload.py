@@ -19,7 +19,7 @@ import httpx
 import psutil
 
 from bench.failover import SENTENCES, Outcome
-from bench.report import SpawnedLoad, header, write_section
+from bench.report import SpawnedLoad, header, publish
 from cluster import sandbox
 
 SHED = (429, 503)
@@ -163,8 +163,7 @@ def main() -> None:
         "",
         *s.memory_lines(),
     ]
-    write_section("overload", "\n".join(lines))
-    print("\n".join(lines))
+    publish("overload", lines)
 
 
 if __name__ == "__main__":

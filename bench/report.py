@@ -83,6 +83,12 @@ def header(command: str) -> str:
     )
 
 
+def publish(name: str, lines: list[str]) -> None:
+    """Write this benchmark's section of docs/BENCHMARKS.md and print it."""
+    write_section(name, "\n".join(lines))
+    print("\n".join(lines))
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section between this benchmark's markers."""
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"

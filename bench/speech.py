@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.report import header, write_section  # noqa: E402
+from bench.report import header, publish  # noqa: E402
 from cluster import sandbox  # noqa: E402
 from deployments import audio  # noqa: E402
 from tests.speechkit import espeak_wav  # noqa: E402
@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
         *("| " + " | ".join(row) + " |" for row in rows),
     ]
-    write_section("speech", "\n".join(lines))
-    print("\n".join(lines))
+    publish("speech", lines)
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.report import header, write_section
+from bench.report import header, publish
 from bench.speech import five_second_clip
 from cluster import sandbox
 from deployments.piper import PiperEngine
@@ -111,8 +111,7 @@ def main() -> None:
         f"Served / in-process: {statistics.median(remote) / statistics.median(local):.2f}x. "
         "No GPU was lent to this work, so there are no GPU figures.",
     ]
-    write_section("voice", "\n".join(lines))
-    print("\n".join(lines))
+    publish("voice", lines)
 
 
 if __name__ == "__main__":
