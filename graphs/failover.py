@@ -206,9 +206,12 @@ class TTSStream:
                 if not done:
                     if time.monotonic() >= deadline:
                         raise asyncio.TimeoutError
-                    if can_hedge and len(hosts) == 1 and self._other_node(stream, hosts) \
-                            and self.hedge.take():
-                        copy = self._hedge_on_other_node(stream, hosts, fmt)
+                    late = hosts[stream] = hosts[stream] or routing.served_by(self.request_id)
+                    # Only where another node has a replica: a copy queued behind the slow
+                    # call on the same replica would only add load.
+                    elsewhere = routing.replica_hosts(self.handle.deployment_name) - {late}
+                    if can_hedge and len(hosts) == 1 and elsewhere and self.hedge.take():
+                        copy = self._hedge(late, hosts, fmt)
                         racing[asyncio.ensure_future(copy.__anext__())] = copy
                     wait = deadline - time.monotonic()
             raise lost  # every call in the race was lost
@@ -217,15 +220,8 @@ class TTSStream:
                 task.cancel()
                 source.cancel()
 
-    def _other_node(self, stream, hosts: dict) -> bool:
-        """Whether a replica runs on another node than the late call's (else a hedge would
-        only queue behind it on the same, already slow, replica)."""
-        hosts[stream] = hosts[stream] or routing.served_by(self.request_id)
-        return bool(routing.replica_hosts(self.handle.deployment_name) - {hosts[stream]})
-
-    def _hedge_on_other_node(self, stream, hosts: dict, fmt: str):
-        """Ask the node the late call is not on for the same remaining sentences."""
-        late = hosts[stream]
+    def _hedge(self, late: str | None, hosts: dict, fmt: str):
+        """Ask another node than ``late`` for the same remaining sentences."""
         routing.steer_away(self.request_id, late)
         copy = self._open("pcm" if fmt == "wav" and self.sent else fmt)
         hosts[copy] = None  # known once it answers
