@@ -26,7 +26,7 @@ from deployments.stores import StoreUnavailable
 from graphs.http import APIError, RouteTimeout, TokenAuth
 from graphs.metrics import RouteMetrics
 from graphs.routes import (
-    embeddings, models, ner, retrieval, speech, status, transcription, voice,
+    documents, embeddings, models, ner, retrieval, speech, status, transcription, voice,
 )
 from graphs.services import Services
 from graphs.topology import AppArgs
@@ -73,6 +73,7 @@ def build_http_app(
         *embeddings.routes(services, settings.embedding),
         *ner.routes(services, settings.ner),
         *retrieval.routes(services, settings.ner),
+        *documents.routes(services),
         *speech.routes(services, settings.speech),
         *transcription.routes(services, settings.speech.whisper),
         *voice.routes(services, settings.speech.whisper),

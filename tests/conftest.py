@@ -123,13 +123,14 @@ def store_env(store_proxies) -> dict[str, str]:
 DIE_AT_COMMIT = """
 CREATE OR REPLACE FUNCTION test_die_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.metadata ? 'die_at_commit' THEN
+    IF (TG_OP = 'DELETE' AND OLD.metadata ? 'die_at_delete')
+            OR (TG_OP <> 'DELETE' AND NEW.metadata ? 'die_at_commit') THEN
         PERFORM pg_terminate_backend(pg_backend_pid());
     END IF;
     RETURN NULL;
 END $$;
 DROP TRIGGER IF EXISTS die_at_commit ON documents;
-CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT OR UPDATE ON documents
+CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT OR UPDATE OR DELETE ON documents
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_die_at_commit();
 """
 
@@ -155,6 +156,14 @@ def die_at_commit(store_env) -> str:
 
     asyncio.run(install())
     return "die_at_commit"
+
+
+@pytest.fixture(scope="session")
+def die_at_delete(die_at_commit) -> str:
+    """A metadata key: a document stored with it is written normally, but a transaction
+    that deletes it loses its connection at COMMIT (the same trigger as ``die_at_commit``,
+    after forgetting deleted it from Qdrant and the graph)."""
+    return "die_at_delete"
 
 
 @pytest.fixture(scope="session")
