@@ -188,6 +188,53 @@ def serve_cluster(store_env, fake_llm) -> ServeCluster:
 
 
 @pytest.fixture(scope="session")
+def vector_index(serve_cluster):
+    """The VectorIndex deployment: its ``fetch`` reads Qdrant itself, not the index in memory."""
+    from ray import serve
+
+    return serve.get_deployment_handle("VectorIndex", app_name="assistant")
+
+
+@pytest.fixture(scope="session")
+def stores_holding(store_env, vector_index):
+    """``(doc_id, text) -> set`` of the stores that hold anything of that document, each
+    asked directly: PostgreSQL (its row or mentions), Qdrant (through VectorIndex.fetch),
+    the SQLite graph store, and Redis's embedding cache (an entry for its text)."""
+    import asyncio
+    import hashlib
+    import sqlite3
+
+    import asyncpg
+    import redis
+
+    async def relational(doc_id: str) -> bool:
+        conn = await asyncpg.connect(store_env["SERVE_STORES__POSTGRES_URL"])
+        try:
+            return await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM documents WHERE id = $1) "
+                "OR EXISTS (SELECT 1 FROM mentions WHERE document_id = $1)", doc_id)
+        finally:
+            await conn.close()
+
+    def holding(doc_id: str, text: str) -> set[str]:
+        found = set()
+        if asyncio.run(relational(doc_id)):
+            found.add("postgresql")
+        if vector_index.fetch.remote([doc_id]).result():
+            found.add("qdrant")
+        with sqlite3.connect(store_env["SERVE_STORES__GRAPH_PATH"]) as graph:
+            if graph.execute("SELECT count(*) FROM mentions WHERE doc_id = ?", (doc_id,)).fetchone()[0]:
+                found.add("graph")
+        cache = redis.Redis.from_url(TEST_REDIS)  # the real server, not through the proxy
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if any(cache.scan_iter(match=f"{store_env['SERVE_STORES__REDIS_PREFIX']}:emb:*:{digest}")):
+            found.add("redis")
+        return found
+
+    return holding
+
+
+@pytest.fixture(scope="session")
 def api(serve_cluster: ServeCluster) -> httpx.Client:
     """An authenticated HTTP client against the shared test cluster."""
     with serve_cluster.client() as client:
