@@ -6,9 +6,9 @@ OpenAI API exists, so the official client works unchanged.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 
 class ErrorDetail(BaseModel):
@@ -280,9 +280,17 @@ DocumentId = Annotated[str, Field(min_length=1, max_length=256)]
 """A document's id, as ingest takes it and forgetting names it."""
 
 
-def _unique(ids: list[str], what: str) -> None:
+def _unique_ids(items: list) -> list:
+    """Documents (by their ``id``) or ids: each at most once per request."""
+    ids = [getattr(item, "id", item) for item in items]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{what} must be unique within a request")
+        raise ValueError("document ids must be unique within a request")
+    return items
+
+
+T = TypeVar("T")
+Batch = Annotated[list[T], Field(min_length=1, max_length=MAX_DOCUMENTS), AfterValidator(_unique_ids)]
+"""What one ingest or delete request may name: 1 to MAX_DOCUMENTS documents, each once."""
 
 
 class IngestDocument(BaseModel):
@@ -299,13 +307,7 @@ class IngestDocument(BaseModel):
 class IngestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    documents: list[IngestDocument] = Field(min_length=1, max_length=MAX_DOCUMENTS)
-
-    @field_validator("documents")
-    @classmethod
-    def _unique_ids(cls, docs: list[IngestDocument]) -> list[IngestDocument]:
-        _unique([d.id for d in docs], "document ids")
-        return docs
+    documents: Batch[IngestDocument]
 
 
 class IngestResponse(BaseModel):
@@ -333,13 +335,7 @@ class DeleteDocumentsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[DocumentId] = Field(min_length=1, max_length=MAX_DOCUMENTS)
-
-    @field_validator("ids")
-    @classmethod
-    def _unique_ids(cls, ids: list[str]) -> list[str]:
-        _unique(ids, "ids")
-        return ids
+    ids: Batch[DocumentId]
 
 
 class DocumentDeleted(BaseModel):
