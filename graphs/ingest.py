@@ -24,13 +24,15 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.declaration import GraphDeclaration
+from deployments.ner import NER
 from deployments.profile import current_placement
-
+from deployments.results import ForgetResult, IngestResult, ReplicaInfo
 from deployments.settings import NerSettings, StoreSettings
 from deployments.stores import DocumentRecord, Mention
 from deployments.stores.postgres import PostgresStore
 from deployments.stores.redis_cache import RedisCache, embed_with_cache
-from graphs.retrieval import elapsed_ms
+from graphs.retrieval import RETRIEVAL_USES, elapsed_ms
 
 log = logging.getLogger("ray.serve")
 
@@ -69,21 +71,20 @@ class IngestGraph:
         )
         self.model_id: str | None = None
 
-    async def ingest(self, documents: list[dict]) -> dict:
+    async def ingest(self, documents: list[dict]) -> IngestResult:
         timings, start = {}, time.perf_counter()
         docs = [DocumentRecord(d["id"], d["text"], {**d["metadata"], "kind": d["kind"]})
                 for d in documents]
         stored = await self._stored_hashes([d.id for d in docs])
         todo = [d for d in docs if stored.get(d.id) != d.content_hash]
         unchanged = [d.id for d in docs if stored.get(d.id) == d.content_hash]
-        result = {"written": [d.id for d in todo], "unchanged": unchanged, "entities": 0,
-                  "entities_skipped": None, "refresh": "none", "timings_ms": timings}
+        result = IngestResult([d.id for d in todo], unchanged, timings_ms=timings)
         if not todo:
             timings["total"] = elapsed_ms(start)
             return result
         t = time.perf_counter()
-        result["entities_skipped"] = await self._extract(todo)
-        result["entities"] = sum(len(d.mentions) for d in todo)
+        result.entities_skipped = await self._extract(todo)
+        result.entities = sum(len(d.mentions) for d in todo)
         timings["ner"] = elapsed_ms(t)
         t = time.perf_counter()
         vectors = await self._embed([d.text for d in todo])
@@ -91,7 +92,7 @@ class IngestGraph:
         t = time.perf_counter()
         await self._write(todo, vectors)
         timings["write"] = elapsed_ms(t)
-        result["refresh"] = await self._notify([d.id for d in todo])
+        result.refresh = await self._notify([d.id for d in todo])
         timings["total"] = elapsed_ms(start)
         return result
 
@@ -110,7 +111,7 @@ class IngestGraph:
         )
         for doc, found in zip(docs, spans):
             doc.mentions = [
-                Mention(s["text"], s["label"], s["start"], s["end"], s["score"]) for s in found
+                Mention(s.text, s.label, s.start, s.end, s.score) for s in found
             ]
         return None
 
@@ -119,14 +120,14 @@ class IngestGraph:
         model = await self._model()
 
         async def compute(missing: list[str]):
-            return (await self.embedder.embed.remote(missing))["vectors"]
+            return (await self.embedder.embed.remote(missing)).vectors
 
         return await embed_with_cache(self.redis, model, texts, compute)
 
     async def _model(self) -> str:
         """The embedding model's id: half of every Redis cache key."""
         if self.model_id is None:
-            self.model_id = (await self.embedder.info.remote())["model"]
+            self.model_id = (await self.embedder.info.remote()).model
         return self.model_id
 
     async def _write(self, docs: list[DocumentRecord], vectors) -> None:
@@ -141,13 +142,10 @@ class IngestGraph:
             await self.vectors.upsert.remote(ids, vectors, payloads)
             await self.graph.replace_documents.remote({d.id: d.mentions for d in docs})
 
-    async def forget(self, ids: list[str]) -> dict:
+    async def forget(self, ids: list[str]) -> ForgetResult:
         """Delete documents from PostgreSQL (with the entities only they mentioned), Qdrant,
-        the graph store, Redis's embedding cache and every index replica.
-
-        Returns ``{"deleted": {id: whether any store held it}, "refresh": how replicas were
-        told}``; deleting what is absent is a no-op that answers False (safe to retry).
-        """
+        the graph store, Redis's embedding cache and every index replica; deleting what is
+        absent is a no-op (``deleted`` False)."""
         relational = self.postgres.delete(ids) if self.postgres else contextlib.nullcontext({})
         async with self._restoring(relational, ids) as (stored, before):
             await self.vectors.delete.remote(ids)
@@ -159,7 +157,7 @@ class IngestGraph:
         if self.redis and texts:
             model = await self._model() if any(m is None for _, m in texts.values()) else None
             await self.redis.forget_embeddings([(m or model, t) for t, m in texts.values()])
-        return {"deleted": {i: i in held for i in ids}, "refresh": await self._notify(ids)}
+        return ForgetResult({i: i in held for i in ids}, await self._notify(ids))
 
     @contextlib.asynccontextmanager
     async def _restoring(self, relational, ids: list[str]):
@@ -211,6 +209,12 @@ class IngestGraph:
         await self.graph.broadcast("refresh", ids).results_async(timeout_s=30)
         return "direct"
 
-    def info(self) -> dict:
-        return {"model": "ingest", "backend": "IngestGraph", "device": "cpu",
-                **current_placement().to_dict()}
+    def info(self) -> ReplicaInfo:
+        return ReplicaInfo(model="ingest", backend="IngestGraph", device="cpu",
+                           **current_placement().to_dict())
+
+
+INGEST = GraphDeclaration(
+    name="IngestGraph", task="ingest", deployment=IngestGraph,
+    bind_args=lambda s: (s.stores, s.ner), uses=RETRIEVAL_USES, optional={"ner": NER.name},
+)

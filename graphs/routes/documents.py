@@ -18,7 +18,7 @@ DELETE_MAX_BYTES = 128 * 1024  # 256 ids of 256 characters, JSON-escaped
 def routes(services: Services) -> list[Route]:
     async def forget(ids: list[str]) -> list[DocumentDeleted]:
         result = await services.get("IngestGraph").forget.remote(ids)
-        return [DocumentDeleted(id=i, deleted=result["deleted"][i]) for i in ids]
+        return [DocumentDeleted(id=i, deleted=result.deleted[i]) for i in ids]
 
     async def delete_one(request: Request) -> JSONResponse:
         # {id:path}: an id may hold "/" (sent percent-encoded), as ingest accepts it.

@@ -21,6 +21,7 @@ import pytest
 
 from deployments.embedding import EmbeddingEngine
 from deployments.graph_index import GraphIndexEngine
+from deployments.results import Embeddings, EngineInfo, EntitySpan
 from deployments.settings import EmbeddingSettings, NerSettings, StoreSettings
 from deployments.stores import DocumentRecord, Mention, StoreUnavailable
 from deployments.vector_index import VectorIndexEngine
@@ -45,11 +46,11 @@ class Embedder:
         self.engine = EmbeddingEngine(EmbeddingSettings(), "cpu")
         self.engine.load()
 
-    def info(self) -> dict:
+    def info(self) -> EngineInfo:
         return self.engine.info()
 
-    def embed(self, texts: list[str]) -> dict:
-        return {"vectors": self.engine.embed(texts).vectors}
+    def embed(self, texts: list[str]) -> Embeddings:
+        return self.engine.embed(texts)
 
 
 class Ner:
@@ -58,9 +59,9 @@ class Ner:
     def __init__(self, spans: dict[str, list[Mention]]):
         self.spans = spans
 
-    def predict(self, texts: list[str], labels: list[str], threshold: float) -> list[list[dict]]:
-        return [[{"text": m.name, "label": m.label, "start": m.start, "end": m.end,
-                  "score": m.score} for m in self.spans[t]] for t in texts]
+    def predict(self, texts: list[str], labels: list[str], threshold: float) -> list[list[EntitySpan]]:
+        return [[EntitySpan(m.name, m.label, m.score, m.start, m.end) for m in self.spans[t]]
+                for t in texts]
 
 
 def span(text: str, name: str, label: str) -> Mention:
@@ -118,7 +119,7 @@ async def test_a_failed_commit_restores_the_previous_version(memory, die_at_comm
     ingest, vectors, graph, embedder = memory.ingest, memory.vectors, memory.graph, memory.embedder
     changed, new = unique("restore"), unique("restore-new")
     v1 = {"id": changed, "text": V1, "metadata": {"v": 1}, "kind": "document"}
-    assert (await ingest.ingest([v1]))["written"] == [changed]
+    assert (await ingest.ingest([v1])).written == [changed]
     v1_hash = DocumentRecord(changed, V1, {"v": 1, "kind": "document"}).content_hash
     v1_vector = embedder.engine.embed([V1]).vectors[0]
     v1_entities = {m.entity_id for m in SPANS[V1]}
@@ -135,16 +136,16 @@ async def test_a_failed_commit_restores_the_previous_version(memory, die_at_comm
     row = vectors.rows[changed]
     assert vectors.payloads[row]["text"] == V1 and new not in vectors.rows
     assert np.allclose(vectors.vectors[row], v1_vector, atol=1e-5)
-    assert vectors.search(v1_vector, 1)[0][0]["text"] == V1
+    assert vectors.search(v1_vector, 1)[0][0].text == V1
     # The graph store and the graph in memory: v1's mentions, none for the new document.
     restored = graph.mentions([changed, new])
     assert set(restored[changed]) == set(SPANS[V1]) and restored[new] == []
     assert graph.doc_entities[changed] == v1_entities and new not in graph.doc_entities
-    assert {e["id"] for e in graph.expand([changed], 0)["entities"]} == v1_entities
+    assert {e.id for e in graph.expand([changed], 0).entities} == v1_entities
 
     # Without the marker, v2 is written everywhere.
     v2_clean = {**v2, "metadata": {"v": 2}}
-    assert (await ingest.ingest([v2_clean]))["written"] == [changed]
+    assert (await ingest.ingest([v2_clean])).written == [changed]
     assert vectors.fetch([changed])[0][2]["text"] == V2
     assert set(graph.mentions([changed])[changed]) == set(SPANS[V2])
 
@@ -174,31 +175,31 @@ async def test_forget_removes_a_document_from_every_store_and_index(memory):
                               span(text, "Grace", "person")]
     assert (await ingest.ingest([{"id": gone, "text": text, "metadata": {}, "kind": "document"},
                                  {"id": kept, "text": NEW, "metadata": {}, "kind": "document"}]
-                                ))["written"] == [gone, kept]
+                                )).written == [gone, kept]
     assert await cached(ingest, text)
     ada = span(text, who, "person").entity_id
 
     result = await ingest.forget([gone, "never-stored"])
-    assert result["deleted"] == {gone: True, "never-stored": False}
+    assert result.deleted == {gone: True, "never-stored": False}
     docs, mentioned, entities = await relational(ingest, [gone, kept])
     assert docs == mentioned == {kept}
     assert ada not in entities and {m.entity_id for m in SPANS[NEW]} <= entities
     assert vectors.fetch([gone]) == [] and gone not in vectors.rows
     query = memory.embedder.engine.embed([text]).vectors[0]
-    assert gone not in {h["id"] for h in vectors.search(query, 10)[0]}
+    assert gone not in {h.id for h in vectors.search(query, 10)[0]}
     assert graph.mentions([gone]) == {gone: []} and gone not in graph.doc_entities
-    assert ada not in graph.entities and ada not in {e["id"] for e in graph.expand([kept], 3)["entities"]}
+    assert ada not in graph.entities and ada not in {e.id for e in graph.expand([kept], 3).entities}
     assert not await cached(ingest, text) and await cached(ingest, NEW)
     assert vectors.fetch([kept]) and graph.doc_entities[kept]  # the other one is untouched
 
-    assert (await ingest.forget([gone]))["deleted"] == {gone: False}  # idempotent
+    assert (await ingest.forget([gone])).deleted == {gone: False}  # idempotent
 
 
 async def test_a_failed_forget_leaves_the_document_everywhere(memory, die_at_delete):
     ingest, vectors, graph = memory.ingest, memory.vectors, memory.graph
     doc_id = unique("forget-fails")
     doc = {"id": doc_id, "text": V1, "metadata": {die_at_delete: True}, "kind": "document"}
-    assert (await ingest.ingest([doc]))["written"] == [doc_id]
+    assert (await ingest.ingest([doc])).written == [doc_id]
     [(_, vector, payload)] = vectors.fetch([doc_id])
 
     with pytest.raises(StoreUnavailable, match="postgresql"):  # PostgreSQL dies at COMMIT
@@ -208,7 +209,7 @@ async def test_a_failed_forget_leaves_the_document_everywhere(memory, die_at_del
     assert docs == mentioned == {doc_id} and {m.entity_id for m in SPANS[V1]} <= entities
     [(_, vector_after, payload_after)] = vectors.fetch([doc_id])
     assert payload_after == payload and np.allclose(vector_after, vector)
-    assert vectors.search(vector, 1)[0][0]["id"] == doc_id
+    assert vectors.search(vector, 1)[0][0].id == doc_id
     assert set(graph.mentions([doc_id])[doc_id]) == set(SPANS[V1])
     assert graph.doc_entities[doc_id] == {m.entity_id for m in SPANS[V1]}
     assert {m.entity_id for m in SPANS[V1]} <= set(graph.entities)
