@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Annotated
 
+from fastapi import Depends
 from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request
 
+from deployments.settings import Settings
 from graphs.http import unavailable
 
 INFO_TTL_S = 10.0
@@ -59,3 +63,17 @@ class Services:
 
         pairs = await asyncio.gather(*(one(n, h) for n, h in self.handles.items()))
         self._info, self._info_at = dict(pairs), time.monotonic()
+
+
+def app_services(request: Request) -> Services:
+    """FastAPI dependency: the gateway's Services (set by ``build_http_app``)."""
+    return request.app.state.services
+
+
+def app_settings(request: Request) -> Settings:
+    """FastAPI dependency: the gateway's Settings."""
+    return request.app.state.settings
+
+
+ServicesDep = Annotated[Services, Depends(app_services)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
