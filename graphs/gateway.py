@@ -11,6 +11,7 @@ works on a node without internet.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import swagger_ui_bundle
 from fastapi import FastAPI
@@ -31,7 +32,10 @@ from deployments.metrics import GPUMemoryExceeded
 from deployments.profile import current_placement
 from deployments.settings import Settings
 from deployments.stores import StoreUnavailable
-from graphs.http import APIError, RouteTimeout, TokenAuth, validation_message
+from deployments.text import SynthesisCancelled
+from graphs.http import (
+    APIError, HeaderLimits, RouteTimeout, TokenAuth, root_cause, scrub, validation_message,
+)
 from graphs.metrics import RouteMetrics
 from graphs.routes import (
     embeddings, models, ner, retrieval, speech, status, transcription, voice,
@@ -39,6 +43,7 @@ from graphs.routes import (
 from graphs.schemas import ErrorResponse
 from graphs.services import Services
 from graphs.topology import AppArgs
+from graphs.voice import TurnRefused
 
 log = logging.getLogger("ray.serve")
 
@@ -51,13 +56,6 @@ ERROR_RESPONSES = {
     "4XX": {"model": ErrorResponse, "description": "The request was refused (OpenAI's error envelope)."},
     "5XX": {"model": ErrorResponse, "description": "A model or store is unavailable or busy."},
 }
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """The replica's own exception inside Ray's RayTaskError wrappers (one per hop)."""
-    while isinstance(getattr(exc, "cause", None), BaseException):
-        exc = exc.cause
-    return exc
 
 
 async def api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -79,27 +77,49 @@ async def request_invalid(_: Request, exc: RequestValidationError) -> JSONRespon
     return validation_message(list(exc.errors()), strip=("body",)).response()
 
 
-async def backpressure(_: Request, exc: BackPressureError) -> JSONResponse:
+@dataclass(frozen=True)
+class Mapped:
+    """How one class of exception, raised here or in a replica, reaches the client."""
+
+    status: int
+    type: str
+    code: str | None = None
+    retry_after_s: int | None = None
+    message: str | None = None
+    """A fixed message; None: the root cause's own message, scrubbed."""
+
+
+ERRORS: dict[type[BaseException], Mapped] = {
+    BackPressureError: Mapped(503, "overloaded", retry_after_s=1,
+                              message="server busy: the model's queue is full"),
+    GPUMemoryExceeded: Mapped(503, "gpu_memory_exceeded", retry_after_s=1),
+    StoreUnavailable: Mapped(503, "unavailable", "store_unavailable", retry_after_s=5),
+    TurnRefused: Mapped(503, "unavailable", "model_unavailable"),
+    SynthesisCancelled: Mapped(409, "invalid_request_error", "cancelled",
+                               message="synthesis was cancelled"),
+    ValueError: Mapped(400, "invalid_request_error"),
+}
+"""The one error mapping of the gateway. Ray wraps a replica's exception in a
+RayTaskError that is also an instance of the original class, so one entry
+covers the error wherever it was raised; the client sees only the root
+cause's message (``scrub``), and the whole error goes to the log, where Serve
+tags it with the request id."""
+
+
+async def mapped_error(request: Request, exc: Exception) -> JSONResponse:
+    mapped = next(ERRORS[c] for c in type(exc).__mro__ if c in ERRORS)
+    log.info("%s %s -> %d: %s", request.method, request.url.path, mapped.status, exc)
     return APIError(
-        503, "server busy: the model's queue is full", type="overloaded",
-        headers={"Retry-After": "1"},
+        mapped.status, mapped.message or scrub(str(root_cause(exc))) or type(exc).__name__,
+        type=mapped.type, code=mapped.code,
+        headers={"Retry-After": str(mapped.retry_after_s)} if mapped.retry_after_s else None,
     ).response()
-
-
-async def gpu_memory(_: Request, exc: GPUMemoryExceeded) -> JSONResponse:
-    return APIError(
-        503, str(root_cause(exc)), type="gpu_memory_exceeded", headers={"Retry-After": "1"},
-    ).response()
-
-
-async def store_down(_: Request, exc: Exception) -> JSONResponse:
-    return APIError(503, str(root_cause(exc)), type="unavailable", code="store_unavailable",
-                    headers={"Retry-After": "5"}).response()
 
 
 async def unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return APIError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
+    return APIError(500, f"internal error: {type(root_cause(exc)).__name__}; the server log has "
+                         "the details under this request's id", type="server_error").response()
 
 
 class EdgeApp(FastAPI):
@@ -127,9 +147,7 @@ def build_http_app(
             APIError: api_error,
             HTTPException: framework_error,
             RequestValidationError: request_invalid,
-            BackPressureError: backpressure,
-            GPUMemoryExceeded: gpu_memory,
-            StoreUnavailable: store_down,
+            **{cls: mapped_error for cls in ERRORS},
             Exception: unexpected,
         },
     )
@@ -139,12 +157,6 @@ def build_http_app(
     app.state.nodes = nodes
     for module in ROUTERS:
         app.include_router(module.router, responses=ERROR_RESPONSES)
-    # Each added middleware wraps the ones before: metrics outermost, then auth, then deadlines.
-    app.add_middleware(RouteTimeout, default_s=settings.http.route_timeout_s,
-                       per_prefix=settings.http.route_timeouts)
-    app.add_middleware(TokenAuth, token=settings.auth.token, open_paths=OPEN_PATHS,
-                       open_prefixes=OPEN_PREFIXES)
-    app.add_middleware(RouteMetrics, routes=app.routes)
     app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
@@ -155,6 +167,18 @@ def build_http_app(
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
         )
+
+    # Each added middleware wraps the ones before: metrics outermost, then header
+    # bounds, auth, deadlines.
+    app.add_middleware(RouteTimeout, default_s=settings.http.route_timeout_s,
+                       per_prefix=settings.http.route_timeouts)
+    app.add_middleware(TokenAuth, token=settings.auth.token, open_paths=OPEN_PATHS,
+                       open_prefixes=OPEN_PREFIXES)
+    app.add_middleware(HeaderLimits, max_count=settings.http.max_header_count,
+                       max_bytes=settings.http.max_header_bytes)
+    # FastAPI keeps included routers as nodes; metrics label by the routes themselves.
+    routes = [*(r for module in ROUTERS for r in module.router.routes), *app.routes]
+    app.add_middleware(RouteMetrics, routes=routes)
 
     return app
 
@@ -177,7 +201,13 @@ class Gateway:
         self.settings = settings
         self.topology = topology
         self.nodes = nodes
-        self.services = Services(handles=handles, unavailable=unavailable, tasks=tasks)
+        for name, reason in unavailable.items():
+            log.warning("%s is not running: %s", name, reason)
+        # Reasons are shown to clients (/health needs no token): no absolute paths.
+        cache = {str(settings.model_cache): "$SERVE_MODEL_CACHE"}
+        self.services = Services(
+            handles=handles, tasks=tasks,
+            unavailable={name: scrub(reason, cache) for name, reason in unavailable.items()})
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self.services, self.settings, self.topology, self.nodes)

@@ -12,7 +12,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 
 from deployments.settings import Settings
-from graphs.http import unavailable
+from graphs.http import root_cause, scrub, unavailable
 
 INFO_TTL_S = 10.0
 
@@ -59,7 +59,8 @@ class Services:
                 # Routine callers keep what the replicas said last time: voices,
                 # rates and models do not change when a node dies.
                 last = [r for r in self._info.get(name, []) if "error" not in r] if keep_last else []
-                return name, last or [{"error": f"{type(exc).__name__}: {exc}"}]
+                cause = root_cause(exc)
+                return name, last or [{"error": scrub(f"{type(cause).__name__}: {cause}")}]
 
         pairs = await asyncio.gather(*(one(n, h) for n, h in self.handles.items()))
         self._info, self._info_at = dict(pairs), time.monotonic()

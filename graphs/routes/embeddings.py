@@ -58,12 +58,9 @@ async def create_embeddings(
             param="input",
         )
     name, model = await pick_embedder(services, body.model)
-    try:
-        result = await services.get(name).embed.remote(
-            texts, body.input_type == "query", body.dimensions
-        )
-    except ValueError as exc:  # the engine refused the dimensions
-        raise APIError(400, str(exc), param="dimensions") from None
+    result = await services.get(name).embed.remote(
+        texts, body.input_type == "query", body.dimensions
+    )
     data = [
         EmbeddingData(
             index=i,

@@ -61,17 +61,14 @@ async def tts_info(services: Services, name: str) -> dict:
 
 async def open_stream(services: Services, name: str, settings: SpeechSettings,
                       text: str, fmt: str, **kwargs) -> tuple[bytes, TTSStream]:
-    """Start a failover-safe TTS stream and wait for its first piece, so bad input is still a 4xx."""
+    """Start a failover-safe TTS stream and wait for its first piece, so bad input is still a 4xx.
+
+    The gateway maps what the engine refuses (ValueError: 400, a cancel: 409).
+    """
     stream = TTSStream(services.get(name), text, fmt, settings.piece_timeout_s,
                        settings.suspect_s, hedge=hedge_policy(name, settings),
                        queue_wait_s=settings.queue_wait_s, **kwargs)
-    try:
-        first = await stream.first()
-    except ValueError as exc:
-        raise APIError(400, str(exc)) from None
-    except SynthesisCancelled:
-        raise APIError(409, "synthesis was cancelled", code="cancelled") from None
-    return first, stream
+    return await stream.first(), stream
 
 
 async def rest_of(first: bytes, stream: TTSStream):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from graphs.http import APIError, EdgeRoute, multipart_body, read_audio_form
+from graphs.http import EdgeRoute, multipart_body, read_audio_form
 from graphs.schemas import (
     Transcription, TranscriptionForm, TranscriptionSegment, TranscriptionVerbose,
     TranscriptionWord,
@@ -55,11 +55,9 @@ async def transcribe(request: Request, services: ServicesDep, settings: Settings
         request, settings.speech.whisper.max_audio_bytes, TranscriptionForm,
         ("timestamp_granularities",))
     words = "word" in form.timestamp_granularities
-    try:
-        result = await services.get("WhisperSTT").transcribe.remote(
-            data, form.sample_rate, form.language, form.prompt, form.temperature, words)
-    except ValueError as exc:  # undecodable audio, a bad rate or language, over-limit length
-        raise APIError(400, str(exc), param="file") from None
+    # Undecodable audio, a bad rate or language, over-limit length: ValueError, a 400.
+    result = await services.get("WhisperSTT").transcribe.remote(
+        data, form.sample_rate, form.language, form.prompt, form.temperature, words)
     if form.response_format == "text":
         return PlainTextResponse(result["text"] + "\n")
     if form.response_format in ("srt", "vtt"):

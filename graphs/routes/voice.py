@@ -36,12 +36,9 @@ async def turn(request: Request, services: ServicesDep, settings: SettingsDep) -
     turn_id = form.turn_id or uuid.uuid4().hex
     frames = services.get(VOICE).options(stream=True).turn.remote(
         turn_id, audio, form.sample_rate, form.model_dump(exclude={"turn_id", "sample_rate"}))
-    try:
-        first = await frames.__anext__()
-    except LookupError as exc:  # TurnRefused: no LLM, or the TTS engine is not running
-        raise APIError(503, str(exc), type="unavailable") from None
-    except ValueError as exc:  # audio STT cannot decode or accept
-        raise APIError(400, str(exc), param="file") from None
+    # Refusals come before the first frame, while an error can still be an HTTP status:
+    # TurnRefused (no LLM, TTS engine down) is a 503, audio STT cannot accept a 400.
+    first = await frames.__anext__()
 
     async def ndjson():
         yield json.dumps(first) + "\n"

@@ -117,3 +117,15 @@ def test_a_full_queue_is_json_503_with_retry_after_despite_serves_handler(app, c
     r = client.get("/v1/full")
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert envelope(r)["type"] == "overloaded"
+
+
+def test_metrics_label_every_route_by_its_pattern(app):
+    from graphs.metrics import RouteMetrics, route_label
+
+    (metrics,) = [m for m in app.user_middleware if m.cls is RouteMetrics]
+    routes = metrics.kwargs["routes"]
+    for path, operations in app.openapi()["paths"].items():
+        for method in operations:
+            scope = {"type": "http", "path": path, "method": method.upper(), "root_path": ""}
+            assert route_label(routes, scope) == path
+    assert route_label(routes, {"type": "http", "path": "/v1/x", "method": "GET", "root_path": ""}) == "unmatched"
