@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import swagger_ui_bundle
 from fastapi import FastAPI
@@ -122,6 +123,12 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
                          "the details under this request's id", type="server_error").response()
 
 
+def public_reasons(unavailable: dict[str, str], model_cache: Path) -> dict[str, str]:
+    """Why deployments are absent, as clients see it (/health needs no token): no absolute paths."""
+    known = {str(model_cache): "$SERVE_MODEL_CACHE"}
+    return {name: scrub(reason, known) for name, reason in unavailable.items()}
+
+
 class EdgeApp(FastAPI):
     """FastAPI whose exception handlers, once set, stand.
 
@@ -203,11 +210,8 @@ class Gateway:
         self.nodes = nodes
         for name, reason in unavailable.items():
             log.warning("%s is not running: %s", name, reason)
-        # Reasons are shown to clients (/health needs no token): no absolute paths.
-        cache = {str(settings.model_cache): "$SERVE_MODEL_CACHE"}
-        self.services = Services(
-            handles=handles, tasks=tasks,
-            unavailable={name: scrub(reason, cache) for name, reason in unavailable.items()})
+        self.services = Services(handles=handles, tasks=tasks,
+                                 unavailable=public_reasons(unavailable, settings.model_cache))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self.services, self.settings, self.topology, self.nodes)

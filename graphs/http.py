@@ -60,6 +60,8 @@ class APIError(HTTPException):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ):
+        if len(message) > MAX_MESSAGE_CHARS:  # messages may quote what the client sent
+            message = message[:MAX_MESSAGE_CHARS] + "..."
         super().__init__(status, message, headers)
         self.status = status
         self.error = ErrorDetail(message=message, type=type, param=param, code=code)

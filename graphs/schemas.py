@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 """Request bodies: no unknown fields, no NaN or Infinity (as numbers or as strings)."""
+
+
+def is_blank(text: str) -> bool:
+    """Nothing visible: only whitespace and invisible format characters (zero-width, RTL marks)."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in text)
 
 
 class ErrorDetail(BaseModel):
@@ -36,7 +42,7 @@ class EmbeddingRequest(BaseModel):
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
-    user: str | None = None
+    user: str | None = Field(default=None, max_length=256)
     input_type: Literal["query", "document"] = "document"
     """Extension: ``query`` adds the model's retrieval instruction (Qwen3)."""
 
@@ -46,8 +52,8 @@ class EmbeddingRequest(BaseModel):
         if isinstance(value, list) and not value:
             raise ValueError("input must not be an empty list")
         items = [value] if isinstance(value, str) else value
-        if any(not s.strip() for s in items):
-            raise ValueError("input must not contain empty strings")
+        if any(is_blank(s) for s in items):
+            raise ValueError("input must not contain empty (or only invisible) strings")
         return value
 
     def texts(self) -> list[str]:
@@ -242,8 +248,8 @@ def readable_json(value: object, depth: int = 1) -> object:
 
 
 def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty or whitespace")
+    if is_blank(value):
+        raise ValueError("must not be empty, whitespace or only invisible characters")
     return value
 
 
@@ -399,7 +405,8 @@ class ChatterboxTTSRequest(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
     text: str
-    reference_audio: str | None = None
+    reference_audio: str | None = Field(
+        default=None, max_length=255, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9 _.-]*$")
     """A file name from the voice folder's metadata.json allowlist; never a path."""
     exaggeration: float = Field(default=0.3, ge=0.0, le=2.0)
     cfg_weight: float = Field(default=0.3, ge=0.0, le=1.0)
@@ -410,10 +417,7 @@ class ChatterboxTTSRequest(BaseModel):
     @field_validator("reference_audio")
     @classmethod
     def _bare_name(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if (not value or "/" in value or "\\" in value or ".." in value
-                or value.startswith(".") or ":" in value or "\x00" in value):
+        if value is not None and ".." in value:
             raise ValueError("must be a bare file name from the voice allowlist, not a path")
         return value
 
@@ -426,7 +430,7 @@ class SpeechRequest(BaseModel):
     model: str
     input: str
     voice: str
-    instructions: str | None = None
+    instructions: str | None = Field(default=None, max_length=4096)
     """Accepted for compatibility; none of the voices here take instructions."""
     response_format: AudioFormat = "mp3"
     speed: float = Field(default=1.0, ge=0.25, le=4.0)

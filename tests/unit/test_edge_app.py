@@ -129,3 +129,95 @@ def test_metrics_label_every_route_by_its_pattern(app):
             scope = {"type": "http", "path": path, "method": method.upper(), "root_path": ""}
             assert route_label(routes, scope) == path
     assert route_label(routes, {"type": "http", "path": "/v1/x", "method": "GET", "root_path": ""}) == "unmatched"
+
+
+def ray_wrapped(exc: Exception) -> Exception:
+    """``exc`` as a handle call raises it: Ray's RayTaskError, also an instance of exc's class."""
+    from ray.exceptions import RayTaskError
+
+    traceback = ('\x1b[36mray::WhisperSTT.transcribe()\x1b[39m (pid=4242, ip=10.0.0.7, '
+                 'actor_id=4f2a9c8d7e6b5a4f3e2d1c0b01000000)\n  File "/root/her/deployments/audio.py", '
+                 f'line 57\n{type(exc).__name__}: {exc}')
+    return RayTaskError("transcribe", traceback, exc, proctitle="ray::WhisperSTT", pid=4242,
+                        ip="10.0.0.7", actor_id="4f2a9c8d7e6b5a4f3e2d1c0b01000000").as_instanceof_cause()
+
+
+@pytest.mark.parametrize("raised,status,message", [
+    (ValueError("audio is empty (zero bytes)"), 400, "audio is empty (zero bytes)"),
+    (ValueError("cannot open /root/.cache/x.wav at 0x7f12ab34cd56"), 400,
+     "cannot open <path> at <id>"),
+    (RuntimeError("CUDA exploded at /opt/x.py"), 500, "internal error: RuntimeError"),
+])
+def test_replica_errors_reach_the_client_as_their_root_cause_only(app, client, raised, status, message):
+    async def failing():
+        raise ray_wrapped(raised)
+
+    app.add_api_route("/v1/failing", failing)
+    r = client.get("/v1/failing")
+    assert r.status_code == status
+    assert envelope(r)["message"].startswith(message)
+    for leak in ("pid", "10.0.0.7", "4f2a9c8d", "ray::", "\x1b", "/root", "Traceback"):
+        assert leak not in r.text
+
+
+def test_reasons_shown_to_clients_carry_no_absolute_path():
+    from graphs.gateway import public_reasons
+
+    cache = Settings().model_cache
+    shown = public_reasons({"WhisperSTT": f"weights absent: {cache}/openai-whisper/x.pt",
+                            "Kokoro": "onnx failed in /usr/lib/python3/x.so"}, cache)
+    assert shown == {"WhisperSTT": "weights absent: $SERVE_MODEL_CACHE/openai-whisper/x.pt",
+                     "Kokoro": "onnx failed in <path>"}
+
+
+@pytest.mark.parametrize("raw,problem", [
+    (b'{"a": NaN}', "malformed JSON"), (b'{"a": -Infinity}', "malformed JSON"),
+    (b'{"a": 1e999}', "malformed JSON"), (b'{"a": "\\ud800"}', "malformed JSON"),
+    (b'{"a": "\xed\xa0\x80"}', "malformed JSON"), (b'{"a": "x\\u0000"}', "NUL"),
+    (b'{"a\\u0000": 1}', "NUL"), (b"[" * 40 + b"]" * 40, "deeper"),
+    (b"[" * 5000 + b"]" * 5000, ""), (b"[" + b"1," * 60_000 + b"1]", "values"),
+], ids=["NaN", "-Infinity", "1e999", "lone surrogate", "invalid utf-8", "NUL", "NUL key",
+        "40 levels", "5000 levels", "60k values"])
+def test_strict_json_refuses(raw, problem):
+    from graphs.http import APIError, strict_json
+
+    with pytest.raises(APIError) as refused:
+        strict_json(raw)
+    assert refused.value.status == 400 and problem in refused.value.error.message
+
+
+def test_a_stored_document_never_breaks_a_read():
+    from graphs.schemas import RetrievedDocument
+
+    deep: dict = {}
+    cursor = deep
+    for _ in range(500):
+        cursor["a"] = {}
+        cursor = cursor["a"]
+    doc = RetrievedDocument(id="d\ud800", score=float("nan"), text="t\udfff",
+                            metadata={"x": float("inf"), "s": "\ud800", "deep": deep})
+    body = doc.model_dump_json()
+    assert '"score":0.0' in body and '"x":null' in body and "\\ud800" not in body
+
+
+@pytest.mark.parametrize("metadata,problem", [
+    ({"a": float("nan")}, "plain JSON"), ({"a": "x" * 9000}, "bytes"),
+    ({"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}, "deeper"),
+    ({"a": "\x00"}, "NUL"), ({"\ud800": 1}, "plain JSON"),
+])
+def test_ingest_metadata_is_bounded(metadata, problem):
+    from pydantic import ValidationError
+
+    from graphs.schemas import IngestDocument
+
+    with pytest.raises(ValidationError, match=problem):
+        IngestDocument(id="a", text="t", metadata=metadata)
+    IngestDocument(id="a", text="t", metadata={"source": "phone", "tags": ["a", {"b": 1.5}]})
+
+
+def test_header_bounds_are_431_in_the_envelope(client):
+    assert client.get("/health", headers={"X-Big": "a" * 20_000}).status_code == 431
+    many = {f"X-H{i}": "v" for i in range(80)}
+    r = client.get("/health", headers=many)
+    assert r.status_code == 431 and "limits" in envelope(r)["message"]
+    assert client.get("/health").status_code == 200
