@@ -13,7 +13,9 @@ Text is validated here, before any model is called, so bad text is a 4xx.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 from starlette.responses import Response, StreamingResponse
 
 from deployments.settings import SpeechSettings
@@ -87,15 +89,24 @@ def served_headers(engine: str, stream: TTSStream) -> dict[str, str]:
             "X-TTS-Resumed": str(stream.resumed)}
 
 
-@router.post(
-    "/v1/tts", response_class=Response, openapi_extra=body_limit(MAX_BODY_BYTES),
-    responses={200: {"content": {"application/octet-stream": {}},
-                     "description": "Raw int16 mono PCM; X-Audio-Duration, X-Sample-Rate..."}},
-)
+def speech_settings(settings: SettingsDep) -> SpeechSettings:
+    return settings.speech
+
+
+SpeechDep = Annotated[SpeechSettings, Depends(speech_settings)]
+
+
+def audio_route(path: str, response_class: type[Response], media_types: list[str], what: str):
+    """A POST route answering audio, described as such in /openapi.json."""
+    return router.post(path, response_class=response_class, openapi_extra=body_limit(MAX_BODY_BYTES),
+                       responses={200: {"content": {t: {} for t in media_types}, "description": what}})
+
+
+@audio_route("/v1/tts", Response, ["application/octet-stream"],
+             "Raw int16 mono PCM; X-Audio-Duration, X-Sample-Rate...")
 async def chatterbox_tts(
-    body: ChatterboxTTSRequest, services: ServicesDep, app_settings: SettingsDep
+    body: ChatterboxTTSRequest, services: ServicesDep, settings: SpeechDep
 ) -> Response:
-    settings = app_settings.speech
     text = checked_text(body.text, settings.max_input_chars, "text")
     if CLONER in services.handles:
         engine = CLONER
@@ -129,15 +140,11 @@ async def cancel(services: ServicesDep) -> CancelResponse:
     return CancelResponse(cancelled=names)
 
 
-@router.post(
-    "/v1/audio/speech", response_class=StreamingResponse, openapi_extra=body_limit(MAX_BODY_BYTES),
-    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()},
-                     "description": "Audio, chunked one sentence at a time for wav/pcm."}},
-)
+@audio_route("/v1/audio/speech", StreamingResponse, list(MEDIA_TYPES.values()),
+             "Audio, chunked one sentence at a time for wav/pcm.")
 async def speech(
-    body: SpeechRequest, services: ServicesDep, app_settings: SettingsDep
+    body: SpeechRequest, services: ServicesDep, settings: SpeechDep
 ) -> StreamingResponse:
-    settings = app_settings.speech
     text = checked_text(body.input, settings.max_input_chars, "input")
     if body.model not in MODELS:
         raise APIError(404, f"model {body.model!r} is not a speech model; one of {sorted(MODELS)}",
