@@ -121,22 +121,19 @@ def json_shape_error(data: object) -> str | None:
     Iterative, so no depth can raise RecursionError here or later.
     """
     stack: list[tuple[object, int]] = [(data, 1)]
-    count = 0
+    count = 1
     while stack:
         value, depth = stack.pop()
-        count += 1
-        if count > MAX_JSON_VALUES:
-            return f"the JSON body holds more than {MAX_JSON_VALUES} values"
-        if isinstance(value, dict):
+        if isinstance(value, (dict, list)):
             if depth > MAX_JSON_DEPTH:
                 return f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
-            for key, item in value.items():
-                if "\x00" in key:
+            count += len(value)  # counted before a single item is looked at
+            if count > MAX_JSON_VALUES:
+                return f"the JSON body holds more than {MAX_JSON_VALUES} values"
+            if isinstance(value, dict):
+                if any("\x00" in key for key in value):
                     return "a JSON key contains a NUL character"
-                stack.append((item, depth + 1))
-        elif isinstance(value, list):
-            if depth > MAX_JSON_DEPTH:
-                return f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
+                value = value.values()
             stack.extend((item, depth + 1) for item in value)
         elif isinstance(value, str) and "\x00" in value:
             return "a JSON string contains a NUL character"

@@ -221,3 +221,51 @@ def test_header_bounds_are_431_in_the_envelope(client):
     r = client.get("/health", headers=many)
     assert r.status_code == 431 and "limits" in envelope(r)["message"]
     assert client.get("/health").status_code == 200
+
+
+def test_a_large_refused_body_does_not_stall_the_event_loop(app):
+    """Validating a million-integer ``input`` on the loop stalled every request for 5 s."""
+    import json
+    import time
+
+    body = json.dumps({"input": list(range(10**6))}).encode()
+    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+    scope = {
+        "type": "http", "http_version": "1.1", "method": "POST", "path": "/v1/embeddings",
+        "raw_path": b"/v1/embeddings", "query_string": b"", "root_path": "", "scheme": "http",
+        "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+        "headers": [(b"authorization", f"Bearer {TOKEN}".encode()),
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+    }
+    sent = []
+
+    async def receive():
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    async def send(message):
+        sent.append(message)
+
+    async def main() -> float:
+        gaps = []
+        done = asyncio.Event()
+
+        async def ticker():
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.002)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        await app(scope, receive, send)
+        done.set()
+        await tick
+        return max(gaps)
+
+    longest = asyncio.run(main())
+    print(f"longest loop stall {longest * 1000:.0f} ms")
+    assert sent[0]["status"] == 400
+    assert longest < 1.0, f"the loop stalled {longest:.2f} s"
