@@ -4,17 +4,17 @@ It holds the handles that ``build_app`` bound, checks the token, turns every
 error (the routes', the framework's, the replicas') into OpenAI's JSON
 envelope and routes by API area (one ``APIRouter`` per module in
 ``graphs.routes``). ``/openapi.json`` describes every route; ``/docs`` renders
-it with Swagger UI's files served from the ``swagger-ui-bundle`` package, so it
-works on a node without internet.
+it with Swagger UI 5's files (OpenAPI 3.1) served from the ``swagger-ui-py``
+package, so it works on a node without internet.
 """
 
 from __future__ import annotations
 
 import logging
+from importlib.resources import files
 from dataclasses import dataclass
 from pathlib import Path
 
-import swagger_ui_bundle
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -164,7 +164,8 @@ def build_http_app(
     app.state.nodes = nodes
     for module in ROUTERS:
         app.include_router(module.router, responses=ERROR_RESPONSES)
-    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("swagger_ui") / "static")),
+              name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
