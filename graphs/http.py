@@ -42,6 +42,7 @@ MAX_JSON_DEPTH = 32
 MAX_JSON_VALUES = 50_000
 """Every array item, object member and scalar counts. Bounds the time any one call into
 the parser or validator holds the GIL (~20 ms), which a thread cannot take off the loop."""
+MAX_ERROR_CHARS = 2000
 
 
 class APIError(HTTPException):
@@ -60,8 +61,8 @@ class APIError(HTTPException):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ):
-        if len(message) > MAX_MESSAGE_CHARS:  # messages may quote what the client sent
-            message = message[:MAX_MESSAGE_CHARS] + "..."
+        if len(message) > MAX_ERROR_CHARS:  # messages may quote what the client sent
+            message = message[:MAX_ERROR_CHARS] + "..."
         super().__init__(status, message, headers)
         self.status = status
         self.error = ErrorDetail(message=message, type=type, param=param, code=code)
