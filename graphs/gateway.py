@@ -21,7 +21,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from ray import serve
-from ray.serve.exceptions import BackPressureError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -93,6 +93,7 @@ class Mapped:
 ERRORS: dict[type[BaseException], Mapped] = {
     BackPressureError: Mapped(503, "overloaded", retry_after_s=1,
                               message="server busy: the model's queue is full"),
+    DeploymentUnavailableError: Mapped(503, "unavailable", "model_unavailable", retry_after_s=5),
     GPUMemoryExceeded: Mapped(503, "gpu_memory_exceeded", retry_after_s=1),
     StoreUnavailable: Mapped(503, "unavailable", "store_unavailable", retry_after_s=5),
     TurnRefused: Mapped(503, "unavailable", "model_unavailable"),
@@ -133,8 +134,9 @@ class EdgeApp(FastAPI):
     """FastAPI whose exception handlers, once set, stand.
 
     Serve calls ``add_exception_handler`` on the ingress app for a full queue
-    (BackPressureError), with a plain-text 503 without Retry-After; the
-    gateway's JSON 503 with Retry-After, installed first, is kept.
+    (BackPressureError) and a deployment gone (DeploymentUnavailableError),
+    with a plain-text 503 without Retry-After; the gateway's JSON 503s with
+    Retry-After, installed first, are kept.
     """
 
     def add_exception_handler(self, exc_class_or_status_code, handler) -> None:
