@@ -9,9 +9,14 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
+from dataclasses import replace
 from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deployments.results import (
+    EntitySpan, GraphEdge, GraphEntity, RelatedDocument, ReplicaInfo, RetrievedDocument,
+)
 
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 """Request bodies: no unknown fields, no NaN or Infinity (as numbers or as strings)."""
@@ -116,31 +121,13 @@ class NodeStatus(BaseModel):
     """Logical GPUs the node offers to Ray."""
 
 
-class ReplicaStatus(BaseModel):
-    """One live replica, from its own ``info()``."""
-
-    host: str | None = None
-    node_id: str | None = None
-    pid: int | None = None
-    model: str | None = None
-    backend: str | None = None
-    device: str | None = None
-    gpu_memory_gb: float | None = None
-    """Declared cap (serve_config.yaml)."""
-    gpu_memory_capped: bool = False
-    """True where the cap is enforced (a CUDA device); False on CPU."""
-    gpu_memory_used_gb: float | None = None
-    """Measured by torch in the replica; None without CUDA."""
-    error: str | None = None
-
-
 class DeploymentStatus(BaseModel):
     name: str
     status: str
     """Serve's deployment status (HEALTHY, UPDATING, UNHEALTHY...) or NOT_STARTED."""
     message: str = ""
     replica_states: dict[str, int] = Field(default_factory=dict)
-    replicas: list[ReplicaStatus] = Field(default_factory=list)
+    replicas: list[ReplicaInfo] = Field(default_factory=list)
     """Per-replica detail for model deployments (the gateway reports counts only)."""
     num_gpus: float = 0.0
     """Declared GPU reservation per replica."""
@@ -253,6 +240,13 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def readable_document(doc: RetrievedDocument) -> RetrievedDocument:
+    """A stored document that can always be sent back (``readable_json`` on each field)."""
+    return replace(doc, id=_mend(doc.id), text=_mend(doc.text),
+                   score=doc.score if math.isfinite(doc.score) else 0.0,
+                   metadata=readable_json(doc.metadata) if isinstance(doc.metadata, dict) else {})
+
+
 class NerRequest(BaseModel):
     model_config = STRICT
 
@@ -264,16 +258,6 @@ class NerRequest(BaseModel):
     @classmethod
     def _items_not_blank(cls, values: list[str]) -> list[str]:
         return [_not_blank(v) for v in values]
-
-
-class EntitySpan(BaseModel):
-    text: str
-    label: str
-    score: float
-    start: int
-    """Character offset of the span's first character."""
-    end: int
-    """Character offset just past the span."""
 
 
 class NerResult(BaseModel):
@@ -300,57 +284,21 @@ class RetrieveRequest(BaseModel):
     _query = field_validator("query")(classmethod(lambda cls, v: _not_blank(v)))
 
 
-class RetrievedDocument(BaseModel):
-    """A stored document as read back: mended so that no stored value can break a read."""
-
-    id: str
-    score: float
-    """Cosine similarity to the query."""
-    text: str
-    metadata: dict
-
-    @field_validator("id", "text", "metadata")
-    @classmethod
-    def _readable(cls, value: object) -> object:
-        return readable_json(value)
-
-    @field_validator("score")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        return value if math.isfinite(value) else 0.0
-
-
-class GraphEntity(BaseModel):
-    id: str
-    name: str
-    label: str
-    hops: int
-    score: float
-    """Personalized PageRank from the hits' entities."""
-    documents: int
-
-
-class GraphEdge(BaseModel):
-    source: str
-    target: str
-    weight: int
-    """Documents in which both entities appear."""
-
-
-class RelatedDocument(BaseModel):
-    id: str
-    score: float
-
-
 class RetrieveResponse(BaseModel):
     object: Literal["retrieval"] = "retrieval"
     query: str
     results: list[RetrievedDocument]
+    """Stored documents, mended on the way out (``readable_document``)."""
     entities: list[GraphEntity]
     edges: list[GraphEdge]
     related: list[RelatedDocument]
     """Documents reached through the graph that were not vector hits."""
     timings_ms: dict[str, float]
+
+    @field_validator("results")
+    @classmethod
+    def _readable(cls, docs: list[RetrievedDocument]) -> list[RetrievedDocument]:
+        return [readable_document(d) for d in docs]
 
 
 class IngestDocument(BaseModel):

@@ -11,6 +11,7 @@ from fastapi import Depends
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 
+from deployments.results import ReplicaInfo
 from deployments.settings import Settings
 from graphs.http import root_cause, scrub, unavailable
 
@@ -24,7 +25,7 @@ class Services:
     """Deployment name to the reason it was not started (weights absent, disabled...)."""
     tasks: dict[str, str]
     """Deployment name to its task (embeddings, stt, tts, ner...)."""
-    _info: dict[str, list[dict]] = field(default_factory=dict)
+    _info: dict[str, list[ReplicaInfo]] = field(default_factory=dict)
     _info_at: float = 0.0
     _refresh: asyncio.Task | None = None
 
@@ -34,7 +35,7 @@ class Services:
             return self.handles[name]
         raise unavailable(name, self.unavailable.get(name, "not part of this application"))
 
-    async def replica_info(self, max_age_s: float = INFO_TTL_S) -> dict[str, list[dict]]:
+    async def replica_info(self, max_age_s: float = INFO_TTL_S) -> dict[str, list[ReplicaInfo]]:
         """``info()`` of every live replica of every deployment, at most ``max_age_s`` old.
 
         Routine callers (the default age) get what is cached at once and a refresh
@@ -52,15 +53,15 @@ class Services:
         return self._info
 
     async def _read_info(self, keep_last: bool) -> None:
-        async def one(name: str, handle: DeploymentHandle) -> tuple[str, list[dict]]:
+        async def one(name: str, handle: DeploymentHandle) -> tuple[str, list[ReplicaInfo]]:
             try:
                 return name, list(await handle.broadcast("info").results_async(timeout_s=5))
             except Exception as exc:  # a replica starting, failing, or on a dead node
                 # Routine callers keep what the replicas said last time: voices,
                 # rates and models do not change when a node dies.
-                last = [r for r in self._info.get(name, []) if "error" not in r] if keep_last else []
+                last = [r for r in self._info.get(name, []) if r.error is None] if keep_last else []
                 cause = root_cause(exc)
-                return name, last or [{"error": scrub(f"{type(cause).__name__}: {cause}")}]
+                return name, last or [ReplicaInfo(error=scrub(f"{type(cause).__name__}: {cause}"))]
 
         pairs = await asyncio.gather(*(one(n, h) for n, h in self.handles.items()))
         self._info, self._info_at = dict(pairs), time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from deployments.results import ReplicaInfo
 from graphs.http import EdgeRoute
 from graphs.schemas import Health, ModelCard, ModelList
 from graphs.services import ServicesDep, SettingsDep
@@ -26,18 +27,18 @@ async def health(services: ServicesDep, settings: SettingsDep) -> Health:
 async def models(services: ServicesDep) -> ModelList:
     cards = []
     for name, replicas in (await services.replica_info()).items():
-        ok = [r for r in replicas if "error" not in r]
-        first = ok[0] if ok else {}
+        ok = [r for r in replicas if r.error is None]
+        first = ok[0] if ok else ReplicaInfo(model=name)
         cards.append(
             ModelCard(
-                id=first.get("model", name),
+                id=first.model or name,
                 deployment=name,
                 task=services.tasks.get(name, "unknown"),
                 status="ready" if ok else "unavailable",
-                reason=None if ok else replicas[0].get("error") if replicas else "no replica",
-                backend=first.get("backend"),
-                device=first.get("device"),
-                nodes=sorted({r["host"] for r in ok if "host" in r}),
+                reason=None if ok else replicas[0].error if replicas else "no replica",
+                backend=first.backend or None,
+                device=first.device or None,
+                nodes=sorted({r.host for r in ok if r.host}),
             )
         )
     for name, reason in services.unavailable.items():

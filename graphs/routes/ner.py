@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from deployments.ner import NER
 from graphs.http import APIError, EdgeRoute, body_limit
 from graphs.schemas import NerRequest, NerResponse, NerResult
 from graphs.services import ServicesDep, SettingsDep
@@ -25,6 +26,6 @@ async def ner(body: NerRequest, services: ServicesDep, settings: SettingsDep) ->
     if max(len(t) for t in body.texts) > limits.max_text_chars:
         raise APIError(400, f"a text is longer than {limits.max_text_chars} characters",
                        param="texts")
-    spans = await services.get("GlinerNER").predict.remote(body.texts, body.labels, body.threshold)
+    spans = await services.get(NER.name).predict.remote(body.texts, body.labels, body.threshold)
     data = [NerResult(index=i, entities=found) for i, found in enumerate(spans)]
     return NerResponse(model=limits.model, data=data)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from graphs.http import APIError, EdgeRoute, body_limit
+from graphs.ingest import INGEST
+from graphs.retrieval import RETRIEVAL
 from graphs.schemas import IngestRequest, IngestResponse, RetrieveRequest, RetrieveResponse
 from graphs.services import ServicesDep, SettingsDep
 
@@ -26,16 +28,16 @@ async def retrieve(
             422, f"unknown entity labels {unknown}; known: {sorted(known_labels)}",
             param="labels",
         )
-    result = await services.get("RetrievalGraph").retrieve.remote(
+    result = await services.get(RETRIEVAL.name).retrieve.remote(
         body.query, body.k, body.hops, body.labels
     )
-    return RetrieveResponse(**result)
+    return RetrieveResponse.model_validate(result, from_attributes=True)
 
 
 @router.post("/v1/ingest", response_model=IngestResponse,
              openapi_extra=body_limit(INGEST_MAX_BYTES))
 async def ingest(body: IngestRequest, services: ServicesDep) -> IngestResponse:
-    result = await services.get("IngestGraph").ingest.remote(
+    result = await services.get(INGEST.name).ingest.remote(
         [d.model_dump() for d in body.documents]
     )
-    return IngestResponse(**result)
+    return IngestResponse.model_validate(result, from_attributes=True)

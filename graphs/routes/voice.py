@@ -19,8 +19,9 @@ from starlette.responses import StreamingResponse
 from graphs.http import APIError, EdgeRoute, body_limit, multipart_body, read_audio_form
 from graphs.schemas import VoiceCancelRequest, VoiceCancelResponse, VoiceTurnForm
 from graphs.services import ServicesDep, SettingsDep
+from graphs.voice import VOICE as VOICE_GRAPH
 
-VOICE = "VoiceGraph"
+VOICE = VOICE_GRAPH.name
 
 router = APIRouter(route_class=EdgeRoute, tags=["voice"])
 
