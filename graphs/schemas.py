@@ -9,14 +9,11 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
-from dataclasses import replace
 from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deployments.results import (
-    EntitySpan, GraphEdge, GraphEntity, RelatedDocument, ReplicaInfo, RetrievedDocument,
-)
+from deployments.results import EntitySpan, GraphEdge, GraphEntity, RelatedDocument, ReplicaInfo
 
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 """Request bodies: no unknown fields, no NaN or Infinity (as numbers or as strings)."""
@@ -240,13 +237,6 @@ def _not_blank(value: str) -> str:
     return value
 
 
-def readable_document(doc: RetrievedDocument) -> RetrievedDocument:
-    """A stored document that can always be sent back (``readable_json`` on each field)."""
-    return replace(doc, id=_mend(doc.id), text=_mend(doc.text),
-                   score=doc.score if math.isfinite(doc.score) else 0.0,
-                   metadata=readable_json(doc.metadata) if isinstance(doc.metadata, dict) else {})
-
-
 class NerRequest(BaseModel):
     model_config = STRICT
 
@@ -284,21 +274,35 @@ class RetrieveRequest(BaseModel):
     _query = field_validator("query")(classmethod(lambda cls, v: _not_blank(v)))
 
 
+class RetrievedDocument(BaseModel):
+    """A stored document as read back: mended so that no stored value can break a read."""
+
+    id: str
+    score: float
+    """Cosine similarity to the query."""
+    text: str
+    metadata: dict
+
+    @field_validator("id", "text", "metadata")
+    @classmethod
+    def _readable(cls, value: object) -> object:
+        return readable_json(value)
+
+    @field_validator("score")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        return value if math.isfinite(value) else 0.0
+
+
 class RetrieveResponse(BaseModel):
     object: Literal["retrieval"] = "retrieval"
     query: str
     results: list[RetrievedDocument]
-    """Stored documents, mended on the way out (``readable_document``)."""
     entities: list[GraphEntity]
     edges: list[GraphEdge]
     related: list[RelatedDocument]
     """Documents reached through the graph that were not vector hits."""
     timings_ms: dict[str, float]
-
-    @field_validator("results")
-    @classmethod
-    def _readable(cls, docs: list[RetrievedDocument]) -> list[RetrievedDocument]:
-        return [readable_document(d) for d in docs]
 
 
 class IngestDocument(BaseModel):

@@ -19,7 +19,6 @@ from graphs.schemas import (
 )
 from graphs.services import ServicesDep, SettingsDep
 
-
 router = APIRouter(route_class=EdgeRoute, tags=["audio"])
 
 
