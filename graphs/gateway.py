@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from cluster.nodes import Node
 from deployments.logs import install_redaction
-from deployments.metrics import GPUMemoryExceeded
+from deployments.metrics import GPUMemoryExceeded, ModelUnavailable
 from deployments.profile import current_placement
 from deployments.results import ReplicaInfo
 from deployments.settings import Settings
@@ -55,6 +55,10 @@ def build_http_app(
             503, "server busy: the model's queue is full", type="overloaded",
             headers={"Retry-After": "1"},
         ).response()
+
+    async def model_unavailable(_: Request, exc: ModelUnavailable) -> JSONResponse:
+        return APIError(503, str(root_cause(exc)), type="unavailable",
+                        headers={"Retry-After": "5"}).response()
 
     async def gpu_memory(_: Request, exc: GPUMemoryExceeded) -> JSONResponse:
         return APIError(
@@ -94,6 +98,7 @@ def build_http_app(
             APIError: api_error,
             BackPressureError: backpressure,
             GPUMemoryExceeded: gpu_memory,
+            ModelUnavailable: model_unavailable,
             StoreUnavailable: store_down,
             Exception: unexpected,
         },
@@ -127,12 +132,14 @@ class Gateway:
         tasks: dict[str, str],
         topology: AppArgs,
         nodes: dict[str, Node],
+        node_views: dict[str, dict[str, str]] | None = None,
     ):
         install_redaction()
         self.settings = settings
         self.topology = topology
         self.nodes = nodes
-        self.services = Services(handles=handles, unavailable=unavailable, tasks=tasks)
+        self.services = Services(handles=handles, unavailable=unavailable, tasks=tasks,
+                                 nodes=node_views or {})
 
     def __serve_build_asgi_app__(self) -> OwnErrors:
         return OwnErrors(build_http_app(self.services, self.settings, self.topology, self.nodes))

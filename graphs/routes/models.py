@@ -19,6 +19,7 @@ def routes(services: Services, token_configured: bool) -> list[Route]:
                 **{name: "ready" for name in services.handles},
                 **services.unavailable,
             },
+            nodes=services.node_views(),
         )
         return JSONResponse(body.model_dump())
 
