@@ -73,7 +73,21 @@ def probe_nodes(
             ray.cancel(ref, force=True)
     views = {name: {h: answers.get(h, {}).get(name, NOT_PROBED) for h in hosts}
              for name, hosts in wanted.items()}
-    return NodeViews(views)
+    return NodeViews(with_fallback(views, settings, profile))
+
+
+def with_fallback(views: dict[str, dict[str, str]], settings: Settings,
+                  profile: str) -> dict[str, dict[str, str]]:
+    """Where no host answered for a model, the check where the app is built decides whether
+    it is absent: never start a deployment (nor its runtime_env install) on no evidence."""
+    unknown = [name for name, view in views.items()
+               if view and all(v == NOT_PROBED for v in view.values())]
+    here = check_here(unknown, settings, profile) if unknown else {}
+    for name, found in here.items():
+        if found != "available":
+            views[name] = {h: f"{found} (no node answered; checked where the app was built)"
+                           for h in views[name]}
+    return views
 
 
 def narrowed(spec: DeploymentSpec, view: dict[str, str]) -> DeploymentSpec:

@@ -12,7 +12,7 @@ from deployments.embedding import BATCH_EMBEDDER
 from deployments.metrics import ModelUnavailable
 from deployments.piper import PIPER
 from deployments.settings import Settings
-from graphs.placement import NOT_PROBED, check_here, narrowed, why_nowhere
+from graphs.placement import NOT_PROBED, check_here, narrowed, why_nowhere, with_fallback
 from graphs.topology import DeploymentSpec
 
 
@@ -80,3 +80,15 @@ def test_a_replica_without_its_weights_reports_it_and_refuses_calls(cloner_witho
 
     with pytest.raises(ModelUnavailable):
         asyncio.run(speak())
+
+
+def test_when_no_node_answers_the_builders_own_check_keeps_an_absent_model_off(tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setenv("SERVE_MODEL_CACHE", str(tmp_path))
+    views = with_fallback({"ChatterboxTTS": {"panda": NOT_PROBED, "titan": NOT_PROBED},
+                           "PiperTTS": {"panda": NOT_PROBED, "titan": NOT_PROBED},
+                           "BatchEmbedder": {"titan": "available", "panda": NOT_PROBED}},
+                          Settings(), "cpu")
+    assert "no node answered" in why_nowhere(views["ChatterboxTTS"])  # never started
+    assert views["PiperTTS"] == {"panda": NOT_PROBED, "titan": NOT_PROBED}  # replicas re-check
+    assert views["BatchEmbedder"]["titan"] == "available"  # a node answered: its word stands
