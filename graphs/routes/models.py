@@ -26,7 +26,7 @@ def routes(services: Services, token_configured: bool) -> list[Route]:
     async def models(_: Request) -> JSONResponse:
         cards = []
         for name, replicas in (await services.replica_info()).items():
-            ok = [r for r in replicas if r.error is None]
+            ok = [r for r in replicas if r.error is None and r.available]
             first = ok[0] if ok else ReplicaInfo(model=name)
             cards.append(
                 ModelCard(
@@ -34,7 +34,8 @@ def routes(services: Services, token_configured: bool) -> list[Route]:
                     deployment=name,
                     task=services.tasks.get(name, "unknown"),
                     status="ready" if ok else "unavailable",
-                    reason=None if ok else replicas[0].error if replicas else "no replica",
+                    reason=None if ok else (replicas[0].error or replicas[0].reason
+                                            if replicas else "no replica"),
                     backend=first.backend or None,
                     device=first.device or None,
                     nodes=sorted({r.host for r in ok if r.host}),
