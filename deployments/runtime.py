@@ -74,10 +74,10 @@ class ModelReplica:
     (``__init_subclass__``), by ``_replica_call``: requests, errors by kind,
     latency and GPU memory are recorded the same way everywhere, and a CUDA OOM
     fails only that request (``GPUMemoryExceeded``, a 503 at the gateway).
-    Serve's own hooks (``reconfigure``, ``check_health``) are not requests.
+    Lifecycle hooks (``reconfigure``, ``configure``, ``check_health``) are not calls.
     """
 
-    SERVE_HOOKS = frozenset({"reconfigure", "check_health"})
+    LIFECYCLE = frozenset({"reconfigure", "configure", "check_health"})
 
     def __init__(
         self, make_engine: Callable[[Any, str], Engine], settings: Any, profile: str,
@@ -164,7 +164,7 @@ def engine_on_this_node(make_engine: Callable, settings: Any, profile: str) -> t
 def wrap_public_methods(cls: type) -> None:
     """Wrap every public method ``cls`` defines itself (once) in ``_replica_call``."""
     for name, fn in list(vars(cls).items()):
-        if (name.startswith("_") or name in ModelReplica.SERVE_HOOKS or not inspect.isfunction(fn)
+        if (name.startswith("_") or name in ModelReplica.LIFECYCLE or not inspect.isfunction(fn)
                 or getattr(fn, "__replica_call__", False)):
             continue
         setattr(cls, name, _replica_call(fn))

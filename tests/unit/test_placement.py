@@ -72,6 +72,7 @@ def test_a_replica_without_its_weights_reports_it_and_refuses_calls(cloner_witho
     info = replica.info()
     assert not info.available and "not in the local model cache" in info.reason
     asyncio.run(replica.check_health())  # alive: Serve must not restart it in a loop
+    replica.reconfigure({"gpu_memory_gb": 3.7})  # Serve configures it like any replica
     with pytest.raises(ModelUnavailable, match="takes no calls"):
         replica.voices()
 

@@ -21,7 +21,7 @@ def replica_class(model):
 def test_every_public_method_of_every_replica_runs_through_the_wrapper(model):
     cls = replica_class(model)
     public = {name: fn for name, fn in inspect.getmembers(cls, inspect.isfunction)
-              if not name.startswith("_") and name not in runtime.ModelReplica.SERVE_HOOKS}
+              if not name.startswith("_") and name not in runtime.ModelReplica.LIFECYCLE}
     assert "info" in public and "check_health" in dir(cls)
     unwrapped = [name for name, fn in public.items() if not getattr(fn, "__replica_call__", False)]
     assert unwrapped == []
