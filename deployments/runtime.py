@@ -78,6 +78,8 @@ class ModelReplica:
     """
 
     LIFECYCLE = frozenset({"reconfigure", "configure", "check_health"})
+    BOOKKEEPING = frozenset({"info", "voices", "cancel", "content_hashes"})
+    """Calls whose success says nothing about the engine (they do not spare a health probe)."""
 
     def __init__(
         self, make_engine: Callable[[Any, str], Engine], settings: Any, profile: str,
@@ -137,7 +139,7 @@ class ModelReplica:
 
     def info(self) -> ReplicaInfo:
         used = gpu_memory_used_bytes()
-        engine = self.engine.info() if not self.unavailable else EngineInfo(model=self.metrics.deployment)
+        engine = EngineInfo(model=self.metrics.deployment) if self.unavailable else self.engine.info()
         return ReplicaInfo(
             **engine.fields(),
             **self.placement.to_dict(),
@@ -173,6 +175,11 @@ def wrap_public_methods(cls: type) -> None:
 def _replica_call(fn: Callable) -> Callable:
     """The one call path of a replica method: metrics and error mapping around it."""
     name = fn.__name__
+    proves_engine = name not in ModelReplica.BOOKKEEPING
+
+    def worked(self) -> None:
+        if proves_engine:
+            self.last_ok = time.monotonic()
 
     def refuse_without_model(self) -> None:
         if self.unavailable and name != "info":
@@ -185,8 +192,8 @@ def _replica_call(fn: Callable) -> Callable:
             with self.metrics.observe(name):
                 refuse_without_model(self)
                 async for item in fn(self, *args, **kwargs):
+                    worked(self)  # each piece is proof: a long stream spares the probe
                     yield item
-            self.last_ok = time.monotonic()
         wrapper = stream
     elif inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
@@ -194,7 +201,7 @@ def _replica_call(fn: Callable) -> Callable:
             with self.metrics.observe(name):
                 refuse_without_model(self)
                 result = await fn(self, *args, **kwargs)
-            self.last_ok = time.monotonic()
+            worked(self)
             return result
         wrapper = call
     else:
@@ -203,7 +210,7 @@ def _replica_call(fn: Callable) -> Callable:
             with self.metrics.observe(name):
                 refuse_without_model(self)
                 result = fn(self, *args, **kwargs)
-            self.last_ok = time.monotonic()
+            worked(self)
             return result
         wrapper = call_sync
     wrapper.__replica_call__ = True
