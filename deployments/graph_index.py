@@ -272,7 +272,8 @@ class GraphIndex(ModelReplica):
 
     def __init__(self, make_engine, settings: Settings, profile: str, gpu_memory_gb: float = 0.0):
         super().__init__(make_engine, settings, profile, gpu_memory_gb)
-        self.refresher = IndexRefresher(self.engine, settings.stores, "graph")
+        if not self.unavailable:
+            self.refresher = IndexRefresher(self.engine, settings.stores, "graph")
 
     async def expand(
         self, doc_ids: list[str], hops: int, labels: list[str] | None = None

@@ -7,6 +7,7 @@ the auth token, where model weights and stores live, which profile to use.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -191,3 +192,13 @@ class Settings(BaseSettings):
     ner: NerSettings = Field(default_factory=NerSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+
+    def on_this_node(self) -> "Settings":
+        """These settings with the model cache as the machine running this code has it.
+
+        Weights live on each node's own disk: its SERVE_MODEL_CACHE, else the
+        default under its own home, not the path the head (build_app) resolved.
+        """
+        here = os.environ.get("SERVE_MODEL_CACHE")
+        return self.model_copy(
+            update={"model_cache": Path(here).expanduser() if here else DEFAULT_MODEL_CACHE})

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse
 
 from cluster.nodes import Node
 from deployments.logs import install_redaction
-from deployments.metrics import GPUMemoryExceeded
+from deployments.metrics import GPUMemoryExceeded, ModelUnavailable
 from deployments.profile import current_placement
 from deployments.results import ReplicaInfo
 from deployments.settings import Settings
@@ -96,6 +96,7 @@ ERRORS: dict[type[BaseException], Mapped] = {
                               message="server busy: the model's queue is full"),
     DeploymentUnavailableError: Mapped(503, "unavailable", "model_unavailable", retry_after_s=5),
     GPUMemoryExceeded: Mapped(503, "gpu_memory_exceeded", retry_after_s=1),
+    ModelUnavailable: Mapped(503, "unavailable", "model_unavailable", retry_after_s=5),
     StoreUnavailable: Mapped(503, "unavailable", "store_unavailable", retry_after_s=5),
     TurnRefused: Mapped(503, "unavailable", "model_unavailable"),
     SynthesisCancelled: Mapped(409, "invalid_request_error", "cancelled",
@@ -207,6 +208,7 @@ class Gateway:
         tasks: dict[str, str],
         topology: AppArgs,
         nodes: dict[str, Node],
+        node_views: dict[str, dict[str, str]] | None = None,
     ):
         install_redaction()
         self.settings = settings
@@ -214,8 +216,12 @@ class Gateway:
         self.nodes = nodes
         for name, reason in unavailable.items():
             log.warning("%s is not running: %s", name, reason)
-        self.services = Services(handles=handles, tasks=tasks,
-                                 unavailable=public_reasons(unavailable, settings.model_cache))
+        self.services = Services(
+            handles=handles, tasks=tasks,
+            unavailable=public_reasons(unavailable, settings.model_cache),
+            nodes={name: public_reasons(view, settings.model_cache)
+                   for name, view in (node_views or {}).items()},
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self.services, self.settings, self.topology, self.nodes)

@@ -103,6 +103,9 @@ class Health(BaseModel):
     auth: Literal["token", "loopback-only"]
     deployments: dict[str, str]
     """Deployment name to ``ready`` or the reason it is not running."""
+    nodes: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Per model deployment, per host: ``available`` or why the model cannot run there
+    (checked on that node: at build time, and by each replica when it starts)."""
 
 
 class NodeStatus(BaseModel):
@@ -132,6 +135,8 @@ class DeploymentStatus(BaseModel):
     """Declared GPU memory per replica."""
     hosts: list[str] = Field(default_factory=list)
     """Allowed hosts, most preferred first (empty: any)."""
+    nodes: dict[str, str] = Field(default_factory=dict)
+    """Per host: ``available`` or why the model cannot run there (checked on that node)."""
 
 
 class BudgetRow(BaseModel):
@@ -146,6 +151,9 @@ class BudgetRow(BaseModel):
     running_memory_gb: float
     used_memory_gb: float | None = None
     """Sum of measured GPU memory; None where no replica measures it (CPU)."""
+    available: bool = True
+    """False: the model cannot run on this node (weights absent there...): nothing will."""
+    reason: str | None = None
 
 
 class NodeBudget(BaseModel):

@@ -13,7 +13,6 @@ import json
 import time
 
 import asyncpg
-import pytest
 import redis
 
 from deployments import audio
