@@ -23,6 +23,8 @@ from deployments.metrics import GPUMemoryExceeded
 from deployments.profile import current_placement
 from deployments.settings import Settings
 from deployments.stores import StoreUnavailable
+from graphs import routing
+from graphs.failover import TTSCalls
 from graphs.http import APIError, RouteTimeout, TokenAuth
 from graphs.metrics import RouteMetrics
 from graphs.routes import (
@@ -131,7 +133,9 @@ class Gateway:
         self.settings = settings
         self.topology = topology
         self.nodes = nodes
-        self.services = Services(handles=handles, unavailable=unavailable, tasks=tasks)
+        # The gateway's process owns the routing state its TTS routers report to.
+        self.services = Services(handles=handles, unavailable=unavailable, tasks=tasks,
+                                 tts=TTSCalls(settings.speech, routing.process_state()))
 
     def __serve_build_asgi_app__(self) -> OwnErrors:
         return OwnErrors(build_http_app(self.services, self.settings, self.topology, self.nodes))

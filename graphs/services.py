@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ray.serve.handle import DeploymentHandle
 
+from graphs.failover import TTSCalls
 from graphs.http import unavailable
 
 INFO_TTL_S = 10.0
@@ -20,6 +21,8 @@ class Services:
     """Deployment name to the reason it was not started (weights absent, disabled...)."""
     tasks: dict[str, str]
     """Deployment name to its task (embeddings, stt, tts, ner...)."""
+    tts: TTSCalls
+    """This gateway's TTS traffic: routing state, hedge policies, admission."""
     _info: dict[str, list[dict]] = field(default_factory=dict)
     _info_at: float = 0.0
     _refresh: asyncio.Task | None = None
