@@ -231,8 +231,7 @@ def main() -> None:
                 s = run_scenario(box, rate, a.duration, kill_at, back_at)
             finally:
                 box.stop()
-            lines.append(f"| {run} | {capacity:.1f} req/s | {rate:.1f} req/s "
-                         + s.row(label).removeprefix("| "))
+            lines.append(f"| {run} | {capacity:.1f} req/s | {rate:.1f} req/s " + s.row(label))
             notes.append(f"- run {run}, {label}: failures by kind {s.failures or 'none'}")
     publish("failover", [*lines, "", *notes])
 
