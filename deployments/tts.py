@@ -17,31 +17,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from deployments import audio, model_cache
+from deployments import audio
+from deployments.declaration import Availability
+from deployments.results import EngineInfo, SpeechPiece
 from deployments.runtime import ModelReplica
 from deployments.text import TTS_SENTENCE_CHARS, CancelKey, SynthesisCancelled
 
-
-@dataclass(frozen=True)
-class SpeechPiece:
-    """One sentence's audio, as a TTS replica answers it."""
-
-    index: int
-    """Position of the sentence in the caller's list."""
-    pcm: bytes
-    """int16 little-endian mono."""
-    sample_rate: int
-    host: str
-    """Node whose replica synthesized it (X-Served-By)."""
-
-    @property
-    def samples(self) -> np.ndarray:
-        return np.frombuffer(self.pcm, dtype="<i2")
 
 
 class SpeechBackend(Protocol):
@@ -116,7 +101,7 @@ class TTSEngine:
         self.backend: SpeechBackend | None = None
         self.cancels = CancelBook()
 
-    def availability(self) -> model_cache.Availability:
+    def availability(self) -> Availability:
         raise NotImplementedError
 
     def build_backend(self) -> SpeechBackend:
@@ -128,12 +113,18 @@ class TTSEngine:
             raise RuntimeError(avail.reason)
         self.backend = self.build_backend()
 
-    def info(self) -> dict:
+    def info(self) -> EngineInfo:
         b = self._loaded()
-        return {
-            "model": b.model_id, "backend": type(b).__name__, "device": b.device,
-            "sample_rate": b.sample_rate, "voices": b.voices(), "default_voice": b.default_voice,
-        }
+        return EngineInfo(model=b.model_id, backend=type(b).__name__, device=b.device,
+                          sample_rate=b.sample_rate, voices=b.voices(),
+                          default_voice=b.default_voice)
+
+    def probe(self) -> None:
+        """One short sentence in the default voice."""
+        b = self._loaded()
+        job = Job(self.cancels, CancelKey.new("probe"))
+        if not len(b.synthesize("Ok.", b.default_voice, 1.0, job)):
+            raise RuntimeError(f"{b.model_id} returned no audio")
 
     def voices(self) -> list[str]:
         return self._loaded().voices()

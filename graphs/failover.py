@@ -42,7 +42,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.settings import SpeechSettings
 from deployments.text import CancelKey
-from deployments.tts import SpeechPiece
+from deployments.results import SpeechPiece
 from graphs.http import APIError
 from graphs.routing import RoutingState, current_request_id
 

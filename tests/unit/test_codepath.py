@@ -15,7 +15,7 @@ import pytest
 
 from deployments import audio
 from deployments.kokoro import KModelBackend
-from deployments.model_cache import Availability
+from deployments.declaration import Availability
 from deployments.stt import OpenAIWhisperBackend, WhisperEngine
 from deployments.text import tts_sentences
 from deployments.settings import WhisperSettings
@@ -105,4 +105,4 @@ def test_kmodel_backend_code_path(tmp_path):
               for s in tts_sentences("Two sentences here. And the second one.")]
     assert len(chunks) == 2
     assert all(c.dtype == np.dtype("<i2") and 0 < len(c) < 16_000 * 20 for c in chunks)
-    assert engine.info()["voices"] == ["af_test"]
+    assert engine.info().voices == ["af_test"]

@@ -16,7 +16,7 @@ from ray.serve.exceptions import BackPressureError
 from deployments.piper import PiperEngine
 from deployments.settings import SpeechSettings
 from deployments.text import CancelKey, tts_sentences
-from deployments.tts import SpeechPiece
+from deployments.results import SpeechPiece
 from graphs.failover import HedgePolicy, TTSCalls
 from graphs.http import APIError
 from graphs.routing import RoutingState, current_request_id, rank_by_host
