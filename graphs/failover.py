@@ -103,6 +103,7 @@ class ServiceMeter:
         self.in_flight = 0
         self.interval_s: float | None = None
         self._mark = 0.0  # the last completion, or when work resumed after an idle stretch
+        self._sheds: deque[float] = deque()  # when requests were shed, over the last second
 
     def started(self) -> None:
         if self.in_flight == 0:
@@ -125,6 +126,23 @@ class ServiceMeter:
         if self.in_flight == 0:
             return 0.0
         return math.inf if self.interval_s is None else self.in_flight * self.interval_s
+
+    def shed(self) -> float:
+        """Count a refused request; how many were refused over the last second."""
+        now = time.monotonic()
+        self._sheds.append(now)
+        while self._sheds[0] < now - 1.0:
+            self._sheds.popleft()
+        return float(len(self._sheds))
+
+    def retry_after_s(self, limit_s: float, most_s: int = 10) -> int:
+        """When a refused caller should come back: after the excess wait, and late enough
+        that the callers refused each second return no faster than they can be served
+        (each refusal still costs the proxy and the gateway CPU)."""
+        wait, rate = self.wait_s(), self.rate_per_s
+        spread = self.shed() / rate if rate else 1.0
+        excess = 1.0 if math.isinf(wait) else wait - limit_s
+        return int(min(most_s, max(1, math.ceil(max(excess, spread)))))
 
 
 class TTSCalls:
@@ -151,12 +169,12 @@ class TTSCalls:
         Call it right before ``stream``, with no await between, so the request's
         first sentence is in flight before the next request is judged.
         """
-        wait = self.meter(deployment).wait_s()
-        limit = self.settings.admission_wait_s
+        meter = self.meter(deployment)
+        wait, limit = meter.wait_s(), self.settings.admission_wait_s
         if wait > limit:
-            retry = 1 if math.isinf(wait) else max(1, math.ceil(wait - limit))
+            retry = meter.retry_after_s(limit)
             raise APIError(503, f"server busy: {deployment} is behind by about "
-                           f"{min(wait, 99.0):.1f} s; try again shortly",
+                           f"{min(wait, 99.0):.1f} s; try again in {retry} s",
                            type="overloaded", headers={"Retry-After": str(retry)})
 
     def stream(self, handle: DeploymentHandle, sentences: list[str], key: CancelKey,

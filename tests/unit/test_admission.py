@@ -71,3 +71,17 @@ def test_failed_sentences_leave_the_count():
     meter.started()
     meter.finished(completed=False)
     assert meter.in_flight == 0 and meter.rate_per_s is None
+
+
+def test_many_refusals_a_second_send_callers_back_later_up_to_ten_seconds():
+    calls = TTSCalls(SpeechSettings(admission_wait_s=1.0), RoutingState())
+    meter = calls.meter("KokoroTTS")
+    serve(meter, 3, 0.1)  # about 10 sentences/s
+    for _ in range(12):  # 1.2 s of work ahead
+        meter.started()
+    retries = []
+    for _ in range(200):  # 200 refusals within a second
+        with pytest.raises(APIError) as err:
+            calls.admit("KokoroTTS")
+        retries.append(int(err.value.headers["Retry-After"]))
+    assert retries[0] == 1 and retries[-1] == 10 and retries == sorted(retries)
