@@ -19,11 +19,10 @@ so bad text is a 4xx. Each request is admitted or shed at once
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from typing import Annotated, AsyncIterator
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from fastapi import APIRouter, Depends
+from starlette.responses import Response, StreamingResponse
 
 from deployments import audio
 from deployments.chatterbox import CHATTERBOX
@@ -32,11 +31,11 @@ from deployments.results import ReplicaInfo, SpeechPiece
 from deployments.settings import SpeechSettings
 from deployments.text import CancelKey, SynthesisCancelled, clean_text, tts_sentences
 from graphs.failover import SpeechStream
-from graphs.http import APIError, parse_json
+from graphs.http import APIError, EdgeRoute, body_limit
 from graphs.schemas import (
     CancelResponse, ChatterboxTTSRequest, SpeechRequest, VoiceCard, VoiceList,
 )
-from graphs.services import Services
+from graphs.services import Services, ServicesDep, SettingsDep
 
 MAX_BODY_BYTES = 64 * 1024
 CLONER = CHATTERBOX.name
@@ -49,6 +48,8 @@ OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "on
                  "sage", "shimmer", "verse")
 PHONE = "phone"
 """Cancel scope of /v1/tts: what the phone's POST /cancel stops."""
+
+router = APIRouter(route_class=EdgeRoute, tags=["speech"])
 
 
 def checked_text(text: str, limit: int, param: str) -> str:
@@ -70,18 +71,15 @@ async def tts_info(services: Services, name: str) -> ReplicaInfo:
 async def open_stream(services: Services, name: str, text: str, scope: str,
                       **synth) -> tuple[SpeechPiece, SpeechStream, AsyncIterator[SpeechPiece]]:
     """Admit the request (or 503 at once), ask for its sentences and wait for the first,
-    so bad input is still a 4xx."""
+    so bad input is still a 4xx.
+
+    The gateway maps what the engine refuses (ValueError: 400, a cancel: 409).
+    """
     handle = services.get(name)
     services.tts.admit(name)
     stream = services.tts.stream(handle, tts_sentences(text), CancelKey.new(scope), **synth)
     pieces = stream.pieces()
-    try:
-        first = await anext(pieces)
-    except ValueError as exc:
-        raise APIError(400, str(exc)) from None
-    except SynthesisCancelled:
-        raise APIError(409, "synthesis was cancelled", code="cancelled") from None
-    return first, stream, pieces
+    return await anext(pieces), stream, pieces
 
 
 async def until_cancelled(pieces: AsyncIterator[SpeechPiece]) -> AsyncIterator[SpeechPiece]:
@@ -114,78 +112,94 @@ def served_headers(engine: str, stream: SpeechStream) -> dict[str, str]:
             "X-TTS-Resumed": str(stream.resumed)}
 
 
-def routes(services: Services, settings: SpeechSettings) -> list[Route]:
-    async def chatterbox_tts(request: Request) -> Response:
-        body = await parse_json(request, ChatterboxTTSRequest, MAX_BODY_BYTES)
-        text = checked_text(body.text, settings.max_input_chars, "text")
-        if CLONER in services.handles:
-            engine = CLONER
-            kwargs = {
-                "voice": body.reference_audio or settings.chatterbox.default_reference,
-                "style": {"exaggeration": body.exaggeration, "cfg_weight": body.cfg_weight,
-                          "temperature": body.temperature},
-            }
-        else:
-            engine, kwargs = settings.default_engine, {}
-        first, stream, pieces = await open_stream(
-            services, engine, text, PHONE, sample_rate=body.sample_rate, **kwargs)
-        pcm = first.pcm + b"".join([piece.pcm async for piece in until_cancelled(pieces)])
-        headers = {
-            "X-Audio-Duration": f"{len(pcm) / 2 / body.sample_rate:.3f}",
-            "X-Sample-Rate": str(body.sample_rate),
-            "X-Channels": "1",
-            "X-Format": "pcm_s16le",
-            **served_headers(engine, stream),
+def speech_settings(settings: SettingsDep) -> SpeechSettings:
+    return settings.speech
+
+
+SpeechDep = Annotated[SpeechSettings, Depends(speech_settings)]
+
+
+def audio_route(path: str, response_class: type[Response], media_types: list[str], what: str):
+    """A POST route answering audio, described as such in /openapi.json."""
+    return router.post(path, response_class=response_class, openapi_extra=body_limit(MAX_BODY_BYTES),
+                       responses={200: {"content": {t: {} for t in media_types}, "description": what}})
+
+
+@audio_route("/v1/tts", Response, ["application/octet-stream"],
+             "Raw int16 mono PCM; X-Audio-Duration, X-Sample-Rate...")
+async def chatterbox_tts(
+    body: ChatterboxTTSRequest, services: ServicesDep, settings: SpeechDep
+) -> Response:
+    text = checked_text(body.text, settings.max_input_chars, "text")
+    if CLONER in services.handles:
+        engine = CLONER
+        kwargs = {
+            "voice": body.reference_audio or settings.chatterbox.default_reference,
+            "style": {"exaggeration": body.exaggeration, "cfg_weight": body.cfg_weight,
+                      "temperature": body.temperature},
         }
-        if engine != CLONER:
-            headers["X-TTS-Fallback-Reason"] = services.unavailable.get(CLONER, "not deployed")[:200]
-        return Response(pcm, media_type="application/octet-stream", headers=headers)
+    else:
+        engine, kwargs = settings.default_engine, {}
+    first, stream, pieces = await open_stream(
+        services, engine, text, PHONE, sample_rate=body.sample_rate, **kwargs)
+    pcm = first.pcm + b"".join([piece.pcm async for piece in until_cancelled(pieces)])
+    headers = {
+        "X-Audio-Duration": f"{len(pcm) / 2 / body.sample_rate:.3f}",
+        "X-Sample-Rate": str(body.sample_rate),
+        "X-Channels": "1",
+        "X-Format": "pcm_s16le",
+        **served_headers(engine, stream),
+    }
+    if engine != CLONER:
+        headers["X-TTS-Fallback-Reason"] = services.unavailable.get(CLONER, "not deployed")[:200]
+    return Response(pcm, media_type="application/octet-stream", headers=headers)
 
-    async def cancel(_: Request) -> JSONResponse:
-        """The phone's barge-in: every /v1/tts synthesis, on every TTS replica, and no other."""
-        names = [n for n in services.handles if services.tasks.get(n) == "tts"]
-        await asyncio.gather(*(services.handles[n].broadcast("cancel", CancelKey(PHONE))
-                               .results_async(timeout_s=5) for n in names))
-        return JSONResponse(CancelResponse(cancelled=names).model_dump())
 
-    async def speech(request: Request) -> StreamingResponse:
-        body = await parse_json(request, SpeechRequest, MAX_BODY_BYTES)
-        text = checked_text(body.input, settings.max_input_chars, "input")
-        if body.model not in MODELS:
-            raise APIError(404, f"model {body.model!r} is not a speech model; one of {sorted(MODELS)}",
-                           param="model", code="model_not_found")
-        engine = MODELS[body.model]
-        if engine == CLONER and CLONER not in services.handles:
-            engine = settings.default_engine
-        info = await tts_info(services, engine)
-        voice = body.voice
-        if voice not in info.voices:
-            if voice not in OPENAI_VOICES:
-                raise APIError(400, f"unknown voice {voice!r} for {body.model}; available: "
-                               f"{info.voices} or an OpenAI voice name", param="voice")
-            voice = info.default_voice
-        rate = body.sample_rate or info.sample_rate
-        first, stream, pieces = await open_stream(
-            services, engine, text, "speech", voice=voice, speed=body.speed, sample_rate=rate)
-        return StreamingResponse(
-            encoded(first, pieces, body.response_format),
-            media_type=audio.MEDIA_TYPES[body.response_format],
-            headers={**served_headers(engine, stream), "X-Sample-Rate": str(rate)},
-        )
+@router.post("/cancel", response_model=CancelResponse)
+async def cancel(services: ServicesDep) -> CancelResponse:
+    """The phone's barge-in: every /v1/tts synthesis, on every TTS replica, and no other."""
+    names = [n for n in services.handles if services.tasks.get(n) == "tts"]
+    await asyncio.gather(*(services.handles[n].broadcast("cancel", CancelKey(PHONE))
+                           .results_async(timeout_s=5) for n in names))
+    return CancelResponse(cancelled=names)
 
-    async def voices(_: Request) -> JSONResponse:
-        cards = []
-        for name in MODEL_OF:
-            if name not in services.handles:
-                continue
-            info = await tts_info(services, name)
-            cards += [VoiceCard(id=v, model=MODEL_OF[name], deployment=name,
-                                default=v == info.default_voice) for v in info.voices]
-        return JSONResponse(VoiceList(data=cards, aliases=list(OPENAI_VOICES)).model_dump())
 
-    return [
-        Route("/v1/tts", chatterbox_tts, methods=["POST"]),
-        Route("/cancel", cancel, methods=["POST"]),
-        Route("/v1/audio/speech", speech, methods=["POST"]),
-        Route("/v1/audio/voices", voices, methods=["GET"]),
-    ]
+@audio_route("/v1/audio/speech", StreamingResponse, list(audio.MEDIA_TYPES.values()),
+             "Audio, chunked one sentence at a time for wav/pcm.")
+async def speech(
+    body: SpeechRequest, services: ServicesDep, settings: SpeechDep
+) -> StreamingResponse:
+    text = checked_text(body.input, settings.max_input_chars, "input")
+    if body.model not in MODELS:
+        raise APIError(404, f"model {body.model!r} is not a speech model; one of {sorted(MODELS)}",
+                       param="model", code="model_not_found")
+    engine = MODELS[body.model]
+    if engine == CLONER and CLONER not in services.handles:
+        engine = settings.default_engine
+    info = await tts_info(services, engine)
+    voice = body.voice
+    if voice not in info.voices:
+        if voice not in OPENAI_VOICES:
+            raise APIError(400, f"unknown voice {voice!r} for {body.model}; available: "
+                           f"{info.voices} or an OpenAI voice name", param="voice")
+        voice = info.default_voice
+    rate = body.sample_rate or info.sample_rate
+    first, stream, pieces = await open_stream(
+        services, engine, text, "speech", voice=voice, speed=body.speed, sample_rate=rate)
+    return StreamingResponse(
+        encoded(first, pieces, body.response_format),
+        media_type=audio.MEDIA_TYPES[body.response_format],
+        headers={**served_headers(engine, stream), "X-Sample-Rate": str(rate)},
+    )
+
+
+@router.get("/v1/audio/voices", response_model=VoiceList)
+async def voices(services: ServicesDep) -> VoiceList:
+    cards = []
+    for name in MODEL_OF:
+        if name not in services.handles:
+            continue
+        info = await tts_info(services, name)
+        cards += [VoiceCard(id=v, model=MODEL_OF[name], deployment=name,
+                            default=v == info.default_voice) for v in info.voices]
+    return VoiceList(data=cards, aliases=list(OPENAI_VOICES))

@@ -59,7 +59,7 @@ def test_requests_past_the_deadline_are_shed_with_retry_after():
         meter.started()
     with pytest.raises(APIError) as err:
         calls.admit("KokoroTTS")
-    assert err.value.status == 503 and err.value.detail.type == "overloaded"
+    assert err.value.status == 503 and err.value.error.type == "overloaded"
     assert int(err.value.headers["Retry-After"]) >= 2
     for _ in range(35):  # the work drains: admitted again
         meter.finished(completed=False)
