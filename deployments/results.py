@@ -183,6 +183,14 @@ class IngestResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class ForgetResult:
+    deleted: dict[str, bool]
+    """Per id asked: whether any store held it (False: nothing to do, safe to retry)."""
+    refresh: str = "none"
+    """How the index replicas learned of it: "redis" or "direct"."""
+
+
 @dataclass(frozen=True)
 class SpeechPiece:
     """One sentence's audio, as a TTS replica answers ``synthesize(index, sentence)``."""
