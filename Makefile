@@ -44,8 +44,8 @@ bench: ## benchmarks; results go to docs/BENCHMARKS.md
 	$(PY) -m bench.retrieval
 	$(PY) -m bench.voice
 
-chaos: ## panda hard-killed under TTS load (ours vs Ray's label fallback), then 200 TTS callers for 60 s (docs/BENCHMARKS.md)
-	$(PY) -m bench.failover --duration 60 --rate 12
+chaos: ## titan's capacity alone, then panda hard-killed under 70 % of it (ours vs Ray's label fallback), twice; then 200 TTS callers for 60 s (docs/BENCHMARKS.md)
+	$(PY) -m bench.failover --duration 60 --fraction 0.7 --runs 2
 	$(PY) -m bench.overload --clients 200 --duration 60
 
 gpu-smoke: ## every declared GPU engine's code path on CUDA, random weights, no Ray (one line each)

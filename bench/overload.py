@@ -1,11 +1,15 @@
-"""Far more TTS callers than the cluster can serve: bounded queues, quick 503s, flat memory.
+"""Far more TTS callers than the cluster can serve: admission keeps served latency bounded.
 
-    python -m bench.overload [--clients 200] [--duration 60]
+    python -m bench.overload [--clients 200] [--duration 60] [--unloaded 20]
 
-Each client posts the phone daemon's ``POST /v1/tts`` in a loop; on a 503 or
-429 it waits what ``Retry-After`` says (at most 1 s), as the Python client
-does. Meanwhile this process samples the resident memory of the Serve
-processes (gateways, replicas, proxy). The chaos test runs it shorter.
+First one caller alone for ``--unloaded`` seconds: the unloaded latency of the
+same request, in the same run. Then each of ``--clients`` callers posts the
+phone daemon's ``POST /v1/tts`` in a loop; on a 503 or 429 it waits what
+``Retry-After`` says (at most 10 s), as the Python client does. Meanwhile this
+process samples the resident memory of the Serve processes (gateways,
+replicas, proxy). The target (issue 12): while shedding, the served p99 is at
+most twice the unloaded p99 plus 1 s, and a shed request is answered at once.
+The chaos test runs it shorter.
 """
 
 from __future__ import annotations
@@ -19,16 +23,24 @@ import httpx
 import psutil
 
 from bench.failover import SENTENCES, Outcome
+from clients.retry import RetryPolicy
 from bench.report import SpawnedLoad, header, publish
 from cluster import sandbox
 
 SHED = (429, 503)
+MAX_RETRY_AFTER_S = RetryPolicy.max_retry_after_s  # what the Python client honours at most
+
+
+PHONE_TTS = ("/v1/tts", [{"text": s} for s in SENTENCES])
 
 
 async def crowd(base_url: str, headers: dict, clients: int, duration_s: float,
-                start_at: float = 0.0, timeout_s: float = 90.0) -> list[Outcome]:
-    """``clients`` callers in a loop for ``duration_s``. A 503 or 429 without Retry-After
-    or without the gateway's JSON error counts as a status of its own."""
+                request: tuple[str, list[dict]] = PHONE_TTS, start_at: float = 0.0,
+                timeout_s: float = 90.0) -> list[Outcome]:
+    """``clients`` callers in a loop for ``duration_s``, posting ``request`` (a path and the
+    bodies to cycle through). A 503 or 429 without Retry-After or without the
+    gateway's JSON error counts as a status of its own."""
+    path, bodies = request
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     outcomes: list[Outcome] = []
     end = time.monotonic() + duration_s
@@ -40,14 +52,14 @@ async def crowd(base_url: str, headers: dict, clients: int, duration_s: float,
             while time.monotonic() < end:
                 sent, wait = time.monotonic(), 0.0
                 try:
-                    r = await client.post("/v1/tts", json={"text": SENTENCES[(i + n) % len(SENTENCES)]})
+                    r = await client.post(path, json=bodies[(i + n) % len(bodies)])
                     status: int | str = r.status_code
                     if status in SHED:
                         if "retry-after" not in r.headers:
                             status = f"{status} without Retry-After"
                         elif not r.headers.get("content-type", "").startswith("application/json"):
                             status = f"{status} without the JSON error"
-                        wait = min(1.0, float(r.headers.get("retry-after", 1)))
+                        wait = min(MAX_RETRY_AFTER_S, float(r.headers.get("retry-after", 1)))
                     outcomes.append(Outcome(sent, time.monotonic(), status, r.headers.get("x-served-by")))
                 except httpx.HTTPError as exc:
                     outcomes.append(Outcome(sent, time.monotonic(), type(exc).__name__, None))
@@ -76,8 +88,10 @@ class OverloadSummary:
     duration_s: float
     statuses: dict[str, int]
     served_per_s: float
+    unloaded_p99_s: float  # one caller alone, same request, same run
     p50_served_s: float
     p99_served_s: float
+    p50_shed_s: float
     p99_shed_s: float
     longest_wait_s: float
     memory: list[tuple[float, dict[str, float]]]  # (seconds into the load, MB per deployment)
@@ -104,14 +118,23 @@ class OverloadSummary:
               f"| {last.get(name, 0):.0f} |" for name in sorted({*first, *last})),
         ]
 
+    @property
+    def target_s(self) -> float:
+        """The served p99 allowed while shedding: twice the unloaded p99, plus 1 s."""
+        return 2 * self.unloaded_p99_s + 1.0
+
     def lines(self) -> list[str]:
         mem = self.memory_mb
         return [
-            "| clients | answers by status | served/s | served p50 / p99 | shed p99 | longest wait "
+            "| clients | answers by status | served/s | unloaded p99 | served p50 / p99 "
+            "| target (2x unloaded p99 + 1 s) | shed p50 / p99 | longest wait "
             "| Serve memory at start, 1/3, end |",
-            "|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|",
             f"| {self.clients} | {self.statuses} | {self.served_per_s:.1f} "
-            f"| {self.p50_served_s:.2f} / {self.p99_served_s:.2f} s | {self.p99_shed_s:.2f} s "
+            f"| {self.unloaded_p99_s:.2f} s | {self.p50_served_s:.2f} / {self.p99_served_s:.2f} s "
+            f"| {self.target_s:.2f} s ({'met' if self.p99_served_s <= self.target_s else 'missed'}: "
+            f"{self.p99_served_s / self.target_s:.2f}x) "
+            f"| {self.p50_shed_s:.3f} / {self.p99_shed_s:.3f} s "
             f"| {self.longest_wait_s:.1f} s | {mem[0][1]:.0f} / "
             f"{next(mb for t, mb in mem if t >= self.duration_s / 3):.0f} / {mem[-1][1]:.0f} MB |",
         ]
@@ -122,7 +145,12 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p * len(values)))] if values else 0.0
 
 
-def run_overload(box: sandbox.Sandbox, clients: int, duration_s: float) -> OverloadSummary:
+def run_overload(box: sandbox.Sandbox, clients: int, duration_s: float,
+                 unloaded_s: float = 20.0) -> OverloadSummary:
+    alone = SpawnedLoad(crowd, box.base_url, box.headers(), 1, unloaded_s).join()
+    unloaded = [o.done_at - o.sent_at for o in alone if o.ok]
+    if not unloaded:
+        raise RuntimeError(f"one caller alone was never served: {[o.status for o in alone][:5]}")
     load = SpawnedLoad(crowd, box.base_url, box.headers(), clients, duration_s)
     memory = []
     while (t := load.wait_until(len(memory) * 2.0) - load.start_at) < duration_s:
@@ -135,7 +163,7 @@ def run_overload(box: sandbox.Sandbox, clients: int, duration_s: float) -> Overl
     shed = [o.done_at - o.sent_at for o in outcomes if o.status in SHED]
     return OverloadSummary(
         clients, duration_s, dict(sorted(statuses.items())), len(served) / duration_s,
-        pct(served, 0.5), pct(served, 0.99), pct(shed, 0.99),
+        pct(unloaded, 0.99), pct(served, 0.5), pct(served, 0.99), pct(shed, 0.5), pct(shed, 0.99),
         max((o.done_at - o.sent_at for o in outcomes), default=0.0), memory,
     )
 
@@ -144,19 +172,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--duration", type=float, default=60)
+    parser.add_argument("--unloaded", type=float, default=20,
+                        help="seconds of one caller alone first (the unloaded latency)")
     a = parser.parse_args()
     box = sandbox.start("overload-token")
     try:
-        s = run_overload(box, a.clients, a.duration)
+        s = run_overload(box, a.clients, a.duration, a.unloaded)
     finally:
         box.stop()
     lines = [
-        "## TTS overload (backpressure)",
+        "## TTS overload (admission)",
         "",
-        header(f"python -m bench.overload --clients {a.clients} --duration {a.duration:g}"),
-        f"{a.clients} clients each posting `/v1/tts` (the phone's JSON, one short sentence, "
-        f"KokoroTTS on CPU) in a loop for {a.duration:g} s, waiting `Retry-After` (at most 1 s) "
-        "after a 503. Memory: resident set of every Serve process (gateways, replicas, proxy), "
+        header(f"python -m bench.overload --clients {a.clients} --duration {a.duration:g} "
+               f"--unloaded {a.unloaded:g}"),
+        f"First one caller alone for {a.unloaded:g} s (the unloaded p99), then {a.clients} clients "
+        "each posting `/v1/tts` (the phone's JSON, one short sentence, "
+        f"KokoroTTS on CPU) in a loop for {a.duration:g} s, waiting `Retry-After` (at most 10 s, as the Python client) "
+        "after a 503. The gateway admits a request only when the sentences in flight take at "
+        "most `SERVE_SPEECH__ADMISSION_WAIT_S` at the measured service rate, and sheds the rest "
+        "at once. Memory: resident set of every Serve process (gateways, replicas, proxy), "
         f"sampled every 2 s; it grew {s.memory_growth_mb:+.0f} MB from a third of the way in to the end.",
         "",
         *s.lines(),

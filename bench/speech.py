@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.report import header, publish  # noqa: E402
 from cluster import sandbox  # noqa: E402
 from deployments import audio  # noqa: E402
+from deployments.text import tts_sentences  # noqa: E402
 from tests.speechkit import espeak_wav  # noqa: E402
 
 CLIP_SECONDS = 5.0
@@ -84,12 +85,12 @@ def in_process(runs: int, wav: bytes) -> list[tuple]:
     engines = {"kokoro": KokoroEngine(s.speech.kokoro, "cpu"), "piper": PiperEngine(s.speech.piper_voice)}
     for name, engine in engines.items():
         engine.load()
-        list(engine.stream("Warm up."))
+        engine.synthesize("Warm up.")
         first, total, lengths = [], [], []
         for _ in range(runs):
             t = time.perf_counter()
             chunks = []
-            for chunk in engine.stream(TTS_TEXT):
+            for chunk in (engine.synthesize(s) for s in tts_sentences(TTS_TEXT)):
                 if not chunks:
                     first.append(time.perf_counter() - t)
                 chunks.append(chunk)

@@ -28,6 +28,7 @@ from cluster import sandbox
 from deployments.piper import PiperEngine
 from deployments.settings import LLMSettings, Settings
 from deployments.stt import WhisperEngine
+from deployments.text import tts_sentences
 from graphs.llm import ChatLLM
 from graphs.voice import SentenceBuffer
 from tests.fakes.llm_server import FakeLLM
@@ -55,7 +56,7 @@ def in_process(runs: int, wav: bytes, llm_url: str) -> list[float]:
         start = time.perf_counter()
         heard = whisper.transcribe(whisper.decode(wav))
         sentence = asyncio.run(first_sentence(heard.text))
-        next(piper.stream(sentence, sample_rate=16_000))
+        piper.synthesize(tts_sentences(sentence)[0], sample_rate=16_000)
         if i:
             times.append(time.perf_counter() - start)
     return times

@@ -189,3 +189,22 @@ class ForgetResult:
     """Per id asked: whether any store held it (False: nothing to do, safe to retry)."""
     refresh: str = "none"
     """How the index replicas learned of it: "redis" or "direct"."""
+
+
+@dataclass(frozen=True)
+class SpeechPiece:
+    """One sentence's audio, as a TTS replica answers ``synthesize(index, sentence)``."""
+
+    index: int
+    """Position of the sentence in the caller's list (deployments.text.tts_sentences)."""
+    pcm: bytes
+    """int16 little-endian mono."""
+    sample_rate: int
+    host: str
+    """Node whose replica synthesized it (X-Served-By)."""
+
+    @property
+    def samples(self) -> "np.ndarray":
+        import numpy as np
+
+        return np.frombuffer(self.pcm, dtype="<i2")

@@ -147,7 +147,14 @@ class SpeechSettings(BaseModel):
     default_engine: str = "KokoroTTS"
     """Deployment that speaks when a request names no model, or cloning is down."""
     piece_timeout_s: float = 30.0
-    """Longest wait for one sentence's audio before the stream moves to another replica."""
+    """Longest wait for one sentence's audio before it is asked of another replica."""
+    prefetch_sentences: int = Field(default=1, ge=1)
+    """Sentences asked of the TTS replicas ahead of the one being delivered, so that
+    the next sentence is ready when this one ends (no gap between sentences)."""
+    admission_wait_s: float = Field(default=1.0, gt=0)
+    """Longest expected wait (sentences in flight / measured service rate) with which a
+    TTS request is still admitted; past it the gateway answers 503 + Retry-After at once.
+    On a phone call a sentence that starts much later is useless."""
     suspect_s: float = 3.0
     """How long a host whose replica was lost is ranked last for every request."""
     hedge_min_s: float = 0.3
@@ -156,7 +163,8 @@ class SpeechSettings(BaseModel):
     hedge_ratio: float = 0.1
     """Most extra load hedging may add: hedges earned per sentence served."""
     queue_wait_s: float = 5.0
-    """How long a TTS call waits for room when every replica's queue is full, before a 503."""
+    """How long an admitted TTS sentence waits for room when every replica's queue is full
+    (a node starting up), before a 503."""
 
 
 class LLMSettings(BaseModel):

@@ -1,17 +1,38 @@
 """Text going into TTS: validation and sentence splitting, numpy-free.
 
 The gateway validates text with these before it calls a model (so bad text is
-a 4xx before any audio is streamed), and the engines split with the same code.
+a 4xx before any audio is streamed) and splits it into the sentences it asks
+the TTS replicas for, one at a time.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+import uuid
+from dataclasses import dataclass
 
 
 class SynthesisCancelled(Exception):
-    """A TTS engine stopped because /cancel was called (barge-in); numpy-free so the gateway can catch it."""
+    """A TTS engine stopped because its caller cancelled (barge-in); numpy-free so the gateway can catch it."""
+
+
+@dataclass(frozen=True)
+class CancelKey:
+    """Who may cancel a synthesis: every sentence of one voice turn or one HTTP request
+    carries the same key, so one caller's barge-in never stops another caller's speech.
+
+    ``scope`` says which route started it ("phone": /v1/tts, "speech": /v1/audio/speech,
+    "voice": a voice turn); ``id`` is unique per turn or request. In a cancel, ``id``
+    None means every synthesis of that scope (the phone's ``POST /cancel``).
+    """
+
+    scope: str
+    id: str | None = None
+
+    @classmethod
+    def new(cls, scope: str) -> "CancelKey":
+        return cls(scope, uuid.uuid4().hex)
 
 
 # A sentence ends at . ! ? (or their CJK forms) followed by space, unless the
@@ -25,7 +46,7 @@ TTS_SENTENCE_CHARS = 300
 
 
 def tts_sentences(text: str) -> list[str]:
-    """The sentences a TTS engine speaks one by one; the gateway resumes a stream by them."""
+    """The units a TTS replica is asked for, one call each (split here only, on the gateway side)."""
     return split_sentences(text, TTS_SENTENCE_CHARS)
 
 

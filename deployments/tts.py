@@ -1,25 +1,31 @@
-"""What every TTS engine and deployment shares: sentence streaming, voices, cancel.
+"""What every TTS engine and deployment shares: one sentence per call, voices, keyed cancel.
 
 A backend only turns one sentence into float32 audio at its own rate
-(``SpeechBackend.synthesize``). ``TTSEngine.stream`` splits the text, resamples
-to the rate asked for and yields int16 per sentence, so the first sentence is
-heard while the rest is still being synthesized. ``TTSReplica`` exposes that
-as a Serve streaming method (``handle.options(stream=True).stream.remote``).
+(``SpeechBackend.synthesize``). ``TTSEngine.synthesize`` checks the voice and
+rate, resamples and returns int16. ``TTSReplica.synthesize`` is one Serve call
+for one given sentence and answers a ``SpeechPiece`` with its index: the gateway
+splits the text (``deployments.text.tts_sentences``), asks for the sentences in
+order, a sentence or more ahead, and on a failure asks again for exactly the
+ones it has not delivered (graphs.failover). No replica ever splits text.
+
+Cancel is keyed (``CancelKey``): every sentence of one turn or request carries
+the same key, and ``cancel(key)`` stops only those.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Iterator, Protocol
+from collections import OrderedDict
+from typing import Protocol
 
 import numpy as np
 
 from deployments import audio
 from deployments.declaration import Availability
-from deployments.results import EngineInfo
+from deployments.results import EngineInfo, SpeechPiece
 from deployments.runtime import ModelReplica
-from deployments.text import SynthesisCancelled, tts_sentences
+from deployments.text import TTS_SENTENCE_CHARS, CancelKey, SynthesisCancelled
 
 
 
@@ -35,18 +41,56 @@ class SpeechBackend(Protocol):
         """One sentence as mono float32 at ``sample_rate``; may call ``job.check()`` while it works."""
 
 
-class Job:
-    """One ``stream()`` call as a backend sees it: engine-specific style knobs and a cancel check."""
+class CancelBook:
+    """The keys this engine has synthesized for and the keys cancelled, both bounded.
 
-    def __init__(self, engine: "TTSEngine", style: dict | None = None):
-        self.engine = engine
-        self.epoch = engine.epoch
+    A key stays cancelled (a sentence of that turn asked later is refused at
+    once), and cancelling a whole scope cancels every key of it seen lately,
+    so a request between two sentences is stopped too. Keys are unique per
+    turn or request, so remembering old ones costs nothing but the table.
+    """
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[CancelKey, None] = OrderedDict()
+        self._cancelled: OrderedDict[CancelKey, None] = OrderedDict()
+
+    @classmethod
+    def _remember(cls, table: OrderedDict, key: CancelKey) -> None:
+        table[key] = None
+        table.move_to_end(key)
+        while len(table) > cls.SIZE:
+            table.popitem(last=False)
+
+    def started(self, key: CancelKey) -> None:
+        with self._lock:
+            self._remember(self._seen, key)
+
+    def cancel(self, key: CancelKey) -> int:
+        """Cancel ``key`` (``key.id`` None: every key of its scope seen); how many keys."""
+        with self._lock:
+            keys = [key] if key.id is not None else [k for k in self._seen if k.scope == key.scope]
+            for k in keys:
+                self._remember(self._cancelled, k)
+            return len(keys)
+
+    def is_cancelled(self, key: CancelKey) -> bool:
+        return key in self._cancelled
+
+
+class Job:
+    """One sentence's synthesis as a backend sees it: engine-specific style knobs and a cancel check."""
+
+    def __init__(self, book: CancelBook, key: CancelKey, style: dict | None = None):
+        self.book, self.key = book, key
         self.style = style or {}
         """Knobs only some engines have (Chatterbox: exaggeration, cfg_weight, temperature)."""
 
     def check(self) -> None:
-        """Raise SynthesisCancelled if the engine was cancelled after this job began."""
-        if self.engine.epoch != self.epoch:
+        """Raise SynthesisCancelled if this job's key was cancelled."""
+        if self.book.is_cancelled(self.key):
             raise SynthesisCancelled("synthesis cancelled")
 
 
@@ -55,8 +99,7 @@ class TTSEngine:
 
     def __init__(self) -> None:
         self.backend: SpeechBackend | None = None
-        self.epoch = 0  # bumped by cancel(); running syntheses compare against it
-        self._epoch_lock = threading.Lock()
+        self.cancels = CancelBook()
 
     def availability(self) -> Availability:
         raise NotImplementedError
@@ -79,7 +122,8 @@ class TTSEngine:
     def probe(self) -> None:
         """One short sentence in the default voice."""
         b = self._loaded()
-        if not len(b.synthesize("Ok.", b.default_voice, 1.0, Job(self))):
+        job = Job(self.cancels, CancelKey.new("probe"))
+        if not len(b.synthesize("Ok.", b.default_voice, 1.0, job)):
             raise RuntimeError(f"{b.model_id} returned no audio")
 
     def voices(self) -> list[str]:
@@ -89,29 +133,32 @@ class TTSEngine:
     def sample_rate(self) -> int:
         return self._loaded().sample_rate
 
-    def cancel(self) -> None:
-        """Stop every synthesis running now (later ones are not affected)."""
-        with self._epoch_lock:
-            self.epoch += 1
+    def cancel(self, key: CancelKey) -> int:
+        """Stop the syntheses of ``key`` (running now or asked later); see CancelBook."""
+        return self.cancels.cancel(key)
 
-    def stream(
-        self, text: str, voice: str | None = None, speed: float = 1.0,
-        sample_rate: int | None = None, style: dict | None = None,
-    ) -> Iterator[np.ndarray]:
-        """int16 mono chunks, one per sentence, at ``sample_rate`` (the model's own by default).
+    def synthesize(
+        self, sentence: str, voice: str | None = None, speed: float = 1.0,
+        sample_rate: int | None = None, style: dict | None = None, key: CancelKey | None = None,
+    ) -> np.ndarray:
+        """One sentence as int16 mono at ``sample_rate`` (the model's own by default).
 
-        Raises ValueError for an unknown voice or rate, SynthesisCancelled on cancel().
+        Raises ValueError for an unknown voice or rate or a text longer than one
+        sentence may be, SynthesisCancelled once ``key`` is cancelled.
         """
         b = self._loaded()
         voice = voice or b.default_voice
         if voice not in b.voices():
             raise ValueError(f"unknown voice {voice!r}; available: {b.voices()}")
         rate = audio.check_rate(sample_rate or b.sample_rate)
-        job = Job(self, style)
-        for sentence in tts_sentences(text):
-            job.check()
-            samples = b.synthesize(sentence, voice, speed, job)
-            yield audio.to_int16(audio.resample(samples, b.sample_rate, rate))
+        if len(sentence) > TTS_SENTENCE_CHARS:
+            raise ValueError(f"one sentence is at most {TTS_SENTENCE_CHARS} characters; "
+                             "split the text with deployments.text.tts_sentences")
+        job = Job(self.cancels, key or CancelKey.new("engine"), style)
+        self.cancels.started(job.key)
+        job.check()
+        samples = b.synthesize(sentence, voice, speed, job)
+        return audio.to_int16(audio.resample(samples, b.sample_rate, rate))
 
     def _loaded(self) -> SpeechBackend:
         if self.backend is None:
@@ -120,38 +167,22 @@ class TTSEngine:
 
 
 class TTSReplica(ModelReplica):
-    """Base of the TTS deployments: streams an engine's sentences as int16 bytes."""
+    """Base of the TTS deployments: one sentence per call, in a thread so cancel() is served meanwhile."""
 
     engine: TTSEngine
 
-    async def stream(
-        self, text: str, voice: str | None = None, speed: float = 1.0,
-        sample_rate: int | None = None, style: dict | None = None, fmt: str = "pcm",
-    ):
-        """Async generator of the response bytes in ``fmt``, one piece per sentence for pcm/wav.
-
-        Bad input (voice, rate) raises before anything is yielded, so a caller
-        that awaits the first item can still answer 4xx. For pcm/wav there is
-        exactly one item per sentence of ``tts_sentences(text)`` (the first one
-        with the wav header), so a caller can resume a broken stream from the
-        next sentence; compressed formats arrive whole at the end. Sentences are
-        synthesized in a thread, so cancel() is served meanwhile.
-        """
+    async def synthesize(
+        self, index: int, sentence: str, voice: str | None = None, speed: float = 1.0,
+        sample_rate: int | None = None, style: dict | None = None, key: CancelKey | None = None,
+    ) -> SpeechPiece:
+        """Sentence ``index`` of the caller's text as a SpeechPiece (ValueError on bad input)."""
         rate = sample_rate or self.engine.sample_rate
-        encoder = audio.StreamEncoder(fmt, rate)
-        chunks = self.engine.stream(text, voice, speed, rate, style)
-        head = encoder.start()
-        streamable = fmt in audio.StreamEncoder.STREAMABLE
-        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-            piece = head + encoder.add(chunk)
-            if piece or streamable:
-                yield piece
-                head = b""
-        if tail := head + encoder.finish():
-            yield tail
+        pcm = await asyncio.to_thread(
+            self.engine.synthesize, sentence, voice, speed, rate, style, key)
+        return SpeechPiece(index, pcm.tobytes(), rate, self.placement.host)
 
     def voices(self) -> list[str]:
         return self.engine.voices()
 
-    def cancel(self) -> None:
-        self.engine.cancel()
+    def cancel(self, key: CancelKey) -> int:
+        return self.engine.cancel(key)

@@ -1,25 +1,38 @@
-"""TTS streams that survive a dead, stalled or slow replica, sentence by sentence.
+"""TTS calls that survive a dead, stalled or slow replica, and admission under overload.
 
-Serve retries a request only when its replica died before accepting it; once
+A text is split once, here on the gateway side (``tts_sentences``), and each
+sentence is one replica call that answers a ``SpeechPiece`` with its index
+(``SpeechStream``). Sentence i is awaited while the next ones are already
+asked, so the first audio is as early as one sentence allows and there is no
+gap between sentences.
+
+Serve retries a call only when its replica died before accepting it; once
 accepted, a node's death fails it, and only after Ray notices (seconds). So
-the gateway streams TTS itself:
+each sentence is watched here:
 
-* hedging: when the next sentence is later than usual (``HedgePolicy``), the
-  same remaining sentences are asked of the other node too, and whichever
-  answers first is kept; the other call is cancelled. A node that just died
-  costs one hedge delay, not Ray's detection time;
-* retry: when a replica dies or stalls past the piece deadline, the stream is
-  opened again for the sentences not yet sent, on another node.
+* hedging: when the sentence is later than usual (``HedgePolicy``), it is
+  asked of the other node too, and whichever answers first is kept; the other
+  call is cancelled. A node that just died costs one hedge delay, not Ray's
+  detection time;
+* retry: when a replica dies or stalls past the piece deadline, the sentence
+  is asked again on another node. Only sentences not yet delivered are ever
+  asked again, so the speech has no gap and no repeat.
 
-Both steer PreferredHostRouter away from the node that failed. Synthesis is a
-pure function of the text, so the continued stream has no gap and no repeat.
+Both steer PreferredHostRouter away from the node that failed, through the
+caller's RoutingState.
+
+Admission (``ServiceMeter``): a new request is refused at once with 503 and
+Retry-After when the sentences already in flight would take longer than
+``SERVE_SPEECH__ADMISSION_WAIT_S`` at the service rate measured here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+import uuid
 from collections import deque
 from typing import AsyncIterator
 
@@ -27,18 +40,18 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from deployments import routing
 from deployments.metrics import ModelUnavailable
 from deployments.settings import SpeechSettings
-from deployments.text import tts_sentences
+from deployments.text import CancelKey
+from deployments.results import SpeechPiece
 from graphs.http import APIError
+from graphs.routing import RoutingState, current_request_id
 
 log = logging.getLogger("ray.serve")
 
 # ModelUnavailable: a replica on a node without the model's weights refuses; try the other.
 REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError,
                 ModelUnavailable)
-STREAMABLE = ("pcm", "wav")  # one piece per sentence (deployments.tts.TTSReplica.stream)
 
 
 class HedgePolicy:
@@ -77,65 +90,161 @@ class HedgePolicy:
         return True
 
 
-_policies: dict[str, HedgePolicy] = {}
+class ServiceMeter:
+    """How fast one deployment completes this process's sentences, and how many are in flight.
 
-
-def hedge_policy(deployment: str, speech: SpeechSettings) -> HedgePolicy:
-    """This process's policy for one TTS deployment, shared by all its requests."""
-    if deployment not in _policies:
-        _policies[deployment] = HedgePolicy(min_s=speech.hedge_min_s, ratio=speech.hedge_ratio)
-    return _policies[deployment]
-
-
-class TTSStream:
-    """One TTS response from a deployment's ``stream`` method, resumable by sentence.
-
-    ``await first()`` opens it and returns the first piece (so bad input is
-    still a 4xx); iterate ``rest()`` for the others. ``host`` is the node whose
-    replica spoke first; ``resumed`` counts retries and hedges that won.
+    The interval between completions is averaged (EWMA) only while sentences
+    are outstanding: an idle stretch does not count, so under load it is the
+    time per sentence the deployment serves. ``wait_s`` is then the time the
+    sentences in flight take at that rate (Little's law), which is about what
+    a new request's first sentence waits. Until one completion is measured, a
+    request is admitted only when nothing else is in flight.
     """
 
-    def __init__(self, handle: DeploymentHandle, text: str, fmt: str, piece_timeout_s: float,
-                 suspect_s: float = 3.0, attempts: int = 3, hedge: HedgePolicy | None = None,
-                 queue_wait_s: float = 0.0, **kwargs):
-        self.handle, self.text, self.fmt, self.kwargs = handle, text, fmt, kwargs
-        self.piece_timeout_s, self.suspect_s, self.attempts = piece_timeout_s, suspect_s, attempts
-        self.hedge, self.queue_wait_s = hedge, queue_wait_s
-        self.sentences = tts_sentences(text)
-        self.sent = 0  # sentences delivered (pcm/wav)
-        self.yielded = 0  # pieces delivered
+    def __init__(self, alpha: float = 0.2):
+        self.alpha = alpha
+        self.in_flight = 0
+        self.interval_s: float | None = None
+        self._mark = 0.0  # the last completion, or when work resumed after an idle stretch
+        self._sheds: deque[float] = deque()  # when requests were shed, over the last second
+
+    def started(self) -> None:
+        if self.in_flight == 0:
+            self._mark = time.monotonic()
+        self.in_flight += 1
+
+    def finished(self, completed: bool) -> None:
+        self.in_flight -= 1
+        if completed:
+            now = time.monotonic()
+            interval, self._mark = now - self._mark, now
+            self.interval_s = interval if self.interval_s is None else (
+                (1 - self.alpha) * self.interval_s + self.alpha * interval)
+
+    @property
+    def rate_per_s(self) -> float | None:
+        return None if not self.interval_s else 1.0 / self.interval_s
+
+    def wait_s(self) -> float:
+        if self.in_flight == 0:
+            return 0.0
+        return math.inf if self.interval_s is None else self.in_flight * self.interval_s
+
+    def shed(self) -> float:
+        """Count a refused request; how many were refused over the last second."""
+        now = time.monotonic()
+        self._sheds.append(now)
+        while self._sheds[0] < now - 1.0:
+            self._sheds.popleft()
+        return float(len(self._sheds))
+
+    def retry_after_s(self, limit_s: float, most_s: int = 10) -> int:
+        """When a refused caller should come back: after the excess wait, and late enough
+        that the callers refused each second return no faster than they can be served
+        (each refusal still costs the proxy and the gateway CPU)."""
+        wait, rate = self.wait_s(), self.rate_per_s
+        spread = self.shed() / rate if rate else 1.0
+        excess = 1.0 if math.isinf(wait) else wait - limit_s
+        return int(min(most_s, max(1, math.ceil(max(excess, spread)))))
+
+
+class TTSCalls:
+    """One caller process's TTS traffic: per deployment a hedge policy and a service meter,
+    and the RoutingState its routers report to. The Gateway owns one; so does the VoiceGraph."""
+
+    def __init__(self, settings: SpeechSettings, routing: RoutingState):
+        self.settings, self.routing = settings, routing
+        self.hedges: dict[str, HedgePolicy] = {}
+        self.meters: dict[str, ServiceMeter] = {}
+
+    def hedge(self, deployment: str) -> HedgePolicy:
+        if deployment not in self.hedges:
+            self.hedges[deployment] = HedgePolicy(min_s=self.settings.hedge_min_s,
+                                                  ratio=self.settings.hedge_ratio)
+        return self.hedges[deployment]
+
+    def meter(self, deployment: str) -> ServiceMeter:
+        return self.meters.setdefault(deployment, ServiceMeter())
+
+    def admit(self, deployment: str) -> None:
+        """Refuse (503, Retry-After) a request that would wait past the admission deadline.
+
+        Call it right before ``stream``, with no await between, so the request's
+        first sentence is in flight before the next request is judged.
+        """
+        meter = self.meter(deployment)
+        wait, limit = meter.wait_s(), self.settings.admission_wait_s
+        if wait > limit:
+            retry = meter.retry_after_s(limit)
+            raise APIError(503, f"server busy: {deployment} is behind by about "
+                           f"{min(wait, 99.0):.1f} s; try again in {retry} s",
+                           type="overloaded", headers={"Retry-After": str(retry)})
+
+    def stream(self, handle: DeploymentHandle, sentences: list[str], key: CancelKey,
+               **synth) -> "SpeechStream":
+        return SpeechStream(self, handle, sentences, key, **synth)
+
+
+class CallLost(Exception):
+    """Every call for one sentence failed or stalled; ``host`` is where the first one went."""
+
+    def __init__(self, host: str | None, stalled: bool):
+        super().__init__(host)
+        self.host, self.stalled = host, stalled
+
+
+class SpeechStream:
+    """One text's sentences from a TTS deployment, as SpeechPieces in order.
+
+    The first sentences are asked as soon as it is made (so an admission
+    check right before it counts them); iterate ``pieces()``. ``host`` is the
+    node whose replica spoke first; ``resumed`` counts retries and hedges that won.
+    """
+
+    def __init__(self, calls: TTSCalls, handle: DeploymentHandle, sentences: list[str],
+                 key: CancelKey, attempts: int = 3, **synth):
+        self.handle, self.sentences, self.key, self.synth = handle, sentences, key, synth
+        self.name = handle.deployment_name
+        self.settings, self.routing, self.attempts = calls.settings, calls.routing, attempts
+        self.hedge, self.meter = calls.hedge(self.name), calls.meter(self.name)
         self.host: str | None = None
         self.resumed = 0
-        self.request_id = routing.current_request_id()
-        self._pieces = self._run()
+        self.request_id = current_request_id()
+        self._asked: dict[int, asyncio.Task] = {}
+        self._ask_through(0)
 
-    async def first(self) -> bytes:
+    def _ask_through(self, index: int) -> None:
+        """Have sentence ``index`` and the next ``prefetch_sentences`` asked."""
+        last = min(len(self.sentences), index + 1 + self.settings.prefetch_sentences)
+        for i in range(index, last):
+            if i not in self._asked:
+                self.meter.started()
+                task = asyncio.ensure_future(self._sentence(i))
+                task.add_done_callback(self._booked)
+                self._asked[i] = task
+
+    def _booked(self, task: asyncio.Task) -> None:
+        self.meter.finished(completed=not task.cancelled() and task.exception() is None)
+
+    async def pieces(self) -> AsyncIterator[SpeechPiece]:
         try:
-            return await self._pieces.__anext__()
-        except StopAsyncIteration:
-            return b""
+            for i in range(len(self.sentences)):
+                self._ask_through(i)
+                piece = await self._asked.pop(i)
+                self.host = self.host or piece.host
+                yield piece
+        finally:
+            for task in self._asked.values():
+                task.cancel()
 
-    async def rest(self) -> AsyncIterator[bytes]:
-        async for piece in self._pieces:
-            yield piece
-
-    def _open(self, fmt: str):
-        remaining = " ".join(self.sentences[self.sent:]) if fmt in STREAMABLE else self.text
-        return self.handle.options(stream=True).stream.remote(text=remaining, fmt=fmt, **self.kwargs)
-
-    async def _run(self) -> AsyncIterator[bytes]:
-        fmt = self.fmt
-        stream, on = self._open(fmt), None
+    async def _sentence(self, index: int) -> SpeechPiece:
+        """Sentence ``index``, from whichever node answers it first, retried on another
+        node when a replica is lost or stalls, waiting out full queues for a while."""
         attempt, backoff = 1, 0.05
-        queue_until = time.monotonic() + self.queue_wait_s
+        queue_until = time.monotonic() + self.settings.queue_wait_s
         while True:
-            if fmt in STREAMABLE and self.sent == len(self.sentences):
-                stream.cancel()  # every sentence is out: no need to wait for the end marker
-                return
             try:
-                piece, stream, on = await self._next_piece(stream, on, fmt)
-            except StopAsyncIteration:
-                return
+                return await self._race(index)
             except BackPressureError:
                 # Every replica's queue is full. Often a burst (a node starting up
                 # takes the CPU): wait a little for room, then the gateway answers
@@ -144,52 +253,43 @@ class TTSStream:
                     raise
                 await asyncio.sleep(backoff)
                 backoff = min(2 * backoff, 0.5)
-                stream, on = self._open(fmt), None
-                continue
-            except (asyncio.TimeoutError, *REPLICA_LOST) as exc:
-                stream.cancel()
-                failed = on or routing.served_by(self.request_id)
-                log.warning("%s stream broke after %d sentences on %s (%s), attempt %d",
-                            self.handle.deployment_name, self.sent, failed or "?",
-                            type(exc).__name__, attempt)
+            except CallLost as lost:
+                log.warning("%s sentence %d failed on %s (%s), attempt %d", self.name, index,
+                            lost.host or "?", "stalled" if lost.stalled else "replica lost", attempt)
                 if attempt == self.attempts:
-                    stalled = isinstance(exc, asyncio.TimeoutError)
                     raise APIError(
-                        504 if stalled else 503,
-                        f"{self.handle.deployment_name} failed {attempt} times "
-                        f"({'no audio within the deadline' if stalled else 'replica lost'})",
-                        type="timeout" if stalled else "unavailable",
+                        504 if lost.stalled else 503,
+                        f"{self.name} failed {attempt} times "
+                        f"({'no audio within the deadline' if lost.stalled else 'replica lost'})",
+                        type="timeout" if lost.stalled else "unavailable",
                         headers={"Retry-After": "1"},
                     ) from None
-                routing.steer_away(self.request_id, failed)
-                if not isinstance(exc, asyncio.TimeoutError):  # lost, not merely slow
-                    routing.suspect(failed, self.suspect_s)
+                self.routing.steer_away(self.request_id, lost.host)
+                if not lost.stalled:  # lost, not merely slow
+                    self.routing.suspect(lost.host, self.settings.suspect_s)
                 self.resumed += 1
                 attempt += 1
-                if fmt == "wav" and self.sent:
-                    fmt = "pcm"  # the header went out with the first sentence
-                stream, on = self._open(fmt), None
-                continue
-            self.host = self.host or on
-            if fmt in STREAMABLE:
-                self.sent += 1
-            if piece:
-                self.yielded += 1
-                yield piece
 
-    async def _next_piece(self, stream, on: str | None, fmt: str):
-        """The next piece of ``stream``, or of a hedge opened on another node if that is first.
+    def _call(self, index: int) -> tuple[object, str]:
+        """Ask for sentence ``index``; returns the call and its id, under which the
+        router reports where it went (Serve's ``session_id``: one per call)."""
+        call_id = uuid.uuid4().hex
+        call = self.handle.options(session_id=call_id).synthesize.remote(
+            index, self.sentences[index], key=self.key, **self.synth)
+        return call, call_id
 
-        Returns (piece, the stream it came from, that stream's host). Raises
-        StopAsyncIteration at the end, TimeoutError past the piece deadline,
-        a REPLICA_LOST error (or BackPressureError) when every call in the race failed.
+    async def _race(self, index: int) -> SpeechPiece:
+        """Sentence ``index`` from one call, or from a hedge on another node if that is first.
+
+        Raises CallLost past the piece deadline or when every call in the race
+        was lost, BackPressureError when the last one was refused for full queues.
         """
         asked = time.monotonic()
-        deadline = asked + self.piece_timeout_s
-        racing = {asyncio.ensure_future(stream.__anext__()): stream}
-        hosts = {stream: on}
-        can_hedge = self.hedge is not None and (fmt in STREAMABLE or not self.yielded)
-        wait = self.hedge.delay_s() if can_hedge else self.piece_timeout_s
+        deadline = asked + self.settings.piece_timeout_s
+        first, first_id = self._call(index)
+        racing = {asyncio.ensure_future(first): first}
+        calls = [first]  # the first call, then its hedge
+        wait = self.hedge.delay_s()
         lost: BaseException | None = None
         try:
             while racing:
@@ -197,45 +297,40 @@ class TTSStream:
                 done, _ = await asyncio.wait(racing, timeout=timeout,
                                              return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    source = racing.pop(task)
+                    call = racing.pop(task)
                     try:
                         piece = task.result()
                     except (*REPLICA_LOST, BackPressureError) as exc:
                         lost = exc  # the others in the race may still answer
                         continue
-                    winner = hosts.get(source) or routing.served_by(self.request_id)
-                    self._settle(hosts, source, asked)
-                    return piece, source, winner
+                    self._settle(call is not first, first_id, asked)
+                    return piece
                 if not done:
+                    late = self.routing.served_by(first_id)
                     if time.monotonic() >= deadline:
-                        raise asyncio.TimeoutError
-                    late = hosts[stream] = hosts[stream] or routing.served_by(self.request_id)
+                        raise CallLost(late, stalled=True)
                     # Only where another node has a replica: a copy queued behind the slow
                     # call on the same replica would only add load.
-                    elsewhere = routing.replica_hosts(self.handle.deployment_name) - {late}
-                    if can_hedge and len(hosts) == 1 and elsewhere and self.hedge.take():
-                        copy = self._hedge(late, hosts, fmt)
-                        racing[asyncio.ensure_future(copy.__anext__())] = copy
+                    elsewhere = self.routing.replica_hosts(self.name) - {late}
+                    if len(calls) == 1 and elsewhere and self.hedge.take():
+                        self.routing.steer_away(self.request_id, late)
+                        log.info("%s: sentence %d late on %s, hedging", self.name, index,
+                                 late or "?")
+                        copy, _ = self._call(index)
+                        calls.append(copy)
+                        racing[asyncio.ensure_future(copy)] = copy
                     wait = deadline - time.monotonic()
-            raise lost  # every call in the race was lost
+            if isinstance(lost, BackPressureError):
+                raise lost
+            raise CallLost(self.routing.served_by(first_id), stalled=False)
         finally:
-            for task, source in racing.items():
+            for task, call in racing.items():
                 task.cancel()
-                source.cancel()
+                call.cancel()
 
-    def _hedge(self, late: str | None, hosts: dict, fmt: str):
-        """Ask another node than ``late`` for the same remaining sentences."""
-        routing.steer_away(self.request_id, late)
-        copy = self._open("pcm" if fmt == "wav" and self.sent else fmt)
-        hosts[copy] = None  # known once it answers
-        log.info("%s: sentence %d late on %s, hedging", self.handle.deployment_name, self.sent,
-                 late or "?")
-        return copy
-
-    def _settle(self, hosts: dict, winner_stream, asked: float) -> None:
+    def _settle(self, hedge_won: bool, first_id: str, asked: float) -> None:
         """Book the race: the wait, and a hedge that beat a silent call suspects its node."""
-        if self.hedge is not None:
-            self.hedge.observe(time.monotonic() - asked)
-        if len(hosts) > 1 and winner_stream is not next(iter(hosts)):
+        self.hedge.observe(time.monotonic() - asked)
+        if hedge_won:
             self.resumed += 1
-            routing.suspect(next(iter(hosts.values())), self.suspect_s)
+            self.routing.suspect(self.routing.served_by(first_id), self.settings.suspect_s)

@@ -35,6 +35,8 @@ from deployments.results import ReplicaInfo
 from deployments.settings import Settings
 from deployments.stores import StoreUnavailable
 from deployments.text import SynthesisCancelled
+from graphs import routing
+from graphs.failover import TTSCalls
 from graphs.http import (
     APIError, HeaderLimits, RouteTimeout, TokenAuth, root_cause, scrub, validation_message,
 )
@@ -216,9 +218,11 @@ class Gateway:
         self.nodes = nodes
         for name, reason in unavailable.items():
             log.warning("%s is not running: %s", name, reason)
+        # The gateway's process owns the routing state its TTS routers report to.
         self.services = Services(
             handles=handles, tasks=tasks,
             unavailable=public_reasons(unavailable, settings.model_cache),
+            tts=TTSCalls(settings.speech, routing.process_state()),
             nodes={name: public_reasons(view, settings.model_cache)
                    for name, view in (node_views or {}).items()},
         )

@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from deployments.results import ReplicaInfo
 from deployments.settings import Settings
+from graphs.failover import TTSCalls
 from graphs.http import root_cause, scrub, unavailable
 
 INFO_TTL_S = 10.0
@@ -25,6 +26,8 @@ class Services:
     """Deployment name to the reason it was not started (weights absent, disabled...)."""
     tasks: dict[str, str]
     """Deployment name to its task (embeddings, stt, tts, ner...)."""
+    tts: TTSCalls
+    """This gateway's TTS traffic: routing state, hedge policies, admission."""
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per model deployment, per host: "available" or why not, as the nodes answered at build."""
     _info: dict[str, list[ReplicaInfo]] = field(default_factory=dict)

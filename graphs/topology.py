@@ -31,7 +31,7 @@ class DeploymentSpec(BaseModel):
     """Nodes (``host`` label) it may run on, most preferred first. Empty: any node."""
     routing: Literal["default", "preferred_host"] = "default"
     """preferred_host: send traffic to the replica on the first live host in ``hosts``
-    (deployments.routing.PreferredHostRouter); default: Serve's own router."""
+    (graphs.routing.PreferredHostRouter); default: Serve's own router."""
     max_ongoing_requests: int | None = Field(default=None, ge=1)
     """None: the deployment's own default (its ``@serve.deployment`` decorator)."""
     max_queued_requests: int = -1
@@ -87,7 +87,7 @@ class DeploymentSpec(BaseModel):
             options["max_replicas_per_node"] = self.max_replicas_per_node
         if self.routing == "preferred_host":
             options["request_router_config"] = {
-                "request_router_class": "deployments.routing.PreferredHostRouter",
+                "request_router_class": "graphs.routing.PreferredHostRouter",
                 "request_router_kwargs": {"hosts": self.hosts},
             }
         return options

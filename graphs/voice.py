@@ -25,8 +25,9 @@ from deployments.results import ReplicaInfo
 from deployments.registry import BY_NAME
 from deployments.stt import WHISPER
 from deployments.settings import LLMSettings, SpeechSettings
-from deployments.text import split_sentences
-from graphs.failover import TTSStream, hedge_policy
+from deployments.text import CancelKey, split_sentences, tts_sentences
+from graphs import routing
+from graphs.failover import TTSCalls
 from graphs.http import root_cause, scrub
 from graphs.llm import ChatLLM, LLMError
 from graphs.metrics import record_stage, stage_timer
@@ -72,6 +73,8 @@ class Turn:
     sample_rate: int
     samples_sent: int = 0
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    key: CancelKey = field(default_factory=lambda: CancelKey.new("voice"))
+    """Carried by every sentence of this turn: its cancel stops these and no other caller's."""
 
 
 class TurnRefused(LookupError):
@@ -96,6 +99,8 @@ class VoiceGraph:
         self.tts = dict(tts or {})
         """Running TTS deployments by their public name (kokoro, piper, chatterbox)."""
         self.tts_unavailable = dict(tts_unavailable or {})
+        # This process's own TTS traffic (routing state, hedging); turns are never shed.
+        self.tts_calls = TTSCalls(speech, routing.process_state())
         self.llm = ChatLLM(llm)
         self.turns: dict[str, Turn] = {}
         self.placement = current_placement()
@@ -152,13 +157,10 @@ class VoiceGraph:
         reply: list[str] = []
 
         async def speak(sentence: str) -> bytes:
-            stream = TTSStream(self.tts[engine], sentence, "pcm", self.speech.piece_timeout_s,
-                               self.speech.suspect_s, hedge=hedge_policy(engine, self.speech),
-                               queue_wait_s=self.speech.queue_wait_s,
-                               voice=options.get("voice"),
-                               speed=float(options.get("speed") or 1.0),
-                               sample_rate=turn.sample_rate)
-            return await stream.first() + b"".join([p async for p in stream.rest()])
+            stream = self.tts_calls.stream(
+                self.tts[engine], tts_sentences(sentence), turn.key, voice=options.get("voice"),
+                speed=float(options.get("speed") or 1.0), sample_rate=turn.sample_rate)
+            return b"".join([piece.pcm async for piece in stream.pieces()])
 
         async def produce() -> None:
             buffer, first = SentenceBuffer(), True
@@ -226,9 +228,9 @@ class VoiceGraph:
         if turn is None:
             return None
         turn.cancelled.set()
-        # Stop the sentence being synthesized right now, inside the engine's loop.
+        # Stop this turn's sentence being synthesized right now, inside the engine's loop.
         await asyncio.gather(
-            *(h.broadcast("cancel").results_async(timeout_s=2) for h in self.tts.values()),
+            *(h.broadcast("cancel", turn.key).results_async(timeout_s=2) for h in self.tts.values()),
             return_exceptions=True,
         )
         return {"turn_id": turn_id, "cancelled": True, "samples_sent": turn.samples_sent,

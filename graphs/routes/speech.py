@@ -4,26 +4,33 @@
   X-Audio-Duration/X-Sample-Rate/X-Channels/X-Format. Served by ChatterboxTTS,
   or by the default engine (Kokoro) when no cloning model is up;
   ``X-TTS-Engine`` says which spoke.
-- ``POST /cancel``: stops every running synthesis (barge-in).
+- ``POST /cancel`` (barge-in): stops the syntheses that ``/v1/tts`` started, the
+  phone's own route, and nothing else: a voice turn (``/v1/voice/cancel``) or an
+  ``/v1/audio/speech`` stream of another caller keeps speaking.
 - ``POST /v1/audio/speech`` (OpenAI): chunked audio, one sentence at a time for
-  wav/pcm. ``GET /v1/audio/voices`` lists the voices per model.
+  wav/pcm; compressed formats are encoded here at the end.
+  ``GET /v1/audio/voices`` lists the voices per model.
 
-Text is validated here, before any model is called, so bad text is a 4xx.
+Text is validated and split into sentences here, before any model is called,
+so bad text is a 4xx. Each request is admitted or shed at once
+(graphs.failover.TTSCalls.admit).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from typing import Annotated, AsyncIterator
 
 from fastapi import APIRouter, Depends
 from starlette.responses import Response, StreamingResponse
 
+from deployments import audio
 from deployments.chatterbox import CHATTERBOX
 from deployments.registry import of_task
-from deployments.results import ReplicaInfo
+from deployments.results import ReplicaInfo, SpeechPiece
 from deployments.settings import SpeechSettings
-from deployments.text import SynthesisCancelled, clean_text
-from graphs.failover import TTSStream, hedge_policy
+from deployments.text import CancelKey, SynthesisCancelled, clean_text, tts_sentences
+from graphs.failover import SpeechStream
 from graphs.http import APIError, EdgeRoute, body_limit
 from graphs.schemas import (
     CancelResponse, ChatterboxTTSRequest, SpeechRequest, VoiceCard, VoiceList,
@@ -39,8 +46,8 @@ MODEL_OF = {m.name: m.public_name for m in of_task("tts")}
 # code written for OpenAI works unchanged.
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx",
                  "sage", "shimmer", "verse")
-MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "mp3": "audio/mpeg",
-               "flac": "audio/flac", "opus": "audio/ogg"}
+PHONE = "phone"
+"""Cancel scope of /v1/tts: what the phone's POST /cancel stops."""
 
 router = APIRouter(route_class=EdgeRoute, tags=["speech"])
 
@@ -61,29 +68,45 @@ async def tts_info(services: Services, name: str) -> ReplicaInfo:
     raise APIError(503, f"{name} has no ready replica yet", type="unavailable")
 
 
-async def open_stream(services: Services, name: str, settings: SpeechSettings,
-                      text: str, fmt: str, **kwargs) -> tuple[bytes, TTSStream]:
-    """Start a failover-safe TTS stream and wait for its first piece, so bad input is still a 4xx.
+async def open_stream(services: Services, name: str, text: str, scope: str,
+                      **synth) -> tuple[SpeechPiece, SpeechStream, AsyncIterator[SpeechPiece]]:
+    """Admit the request (or 503 at once), ask for its sentences and wait for the first,
+    so bad input is still a 4xx.
 
     The gateway maps what the engine refuses (ValueError: 400, a cancel: 409).
     """
-    stream = TTSStream(services.get(name), text, fmt, settings.piece_timeout_s,
-                       settings.suspect_s, hedge=hedge_policy(name, settings),
-                       queue_wait_s=settings.queue_wait_s, **kwargs)
-    return await stream.first(), stream
+    handle = services.get(name)
+    services.tts.admit(name)
+    stream = services.tts.stream(handle, tts_sentences(text), CancelKey.new(scope), **synth)
+    pieces = stream.pieces()
+    return await anext(pieces), stream, pieces
 
 
-async def rest_of(first: bytes, stream: TTSStream):
-    """Forward a started stream; a cancel mid-way ends it early (the audio so far stands)."""
-    yield first
+async def until_cancelled(pieces: AsyncIterator[SpeechPiece]) -> AsyncIterator[SpeechPiece]:
+    """The rest of a started stream; a cancel mid-way ends it early (the audio so far stands)."""
     try:
-        async for piece in stream.rest():
+        async for piece in pieces:
             yield piece
     except SynthesisCancelled:
         return
+    finally:
+        await pieces.aclose()  # a client gone mid-way: the sentences still asked are cancelled
 
 
-def served_headers(engine: str, stream: TTSStream) -> dict[str, str]:
+async def encoded(first: SpeechPiece, pieces: AsyncIterator[SpeechPiece],
+                  fmt: str) -> AsyncIterator[bytes]:
+    """The response body in ``fmt``: pcm/wav sentence by sentence, compressed formats at the end."""
+    encoder = audio.StreamEncoder(fmt, first.sample_rate)
+    if head := encoder.start() + encoder.add(first.samples):
+        yield head
+    async for piece in until_cancelled(pieces):
+        if chunk := encoder.add(piece.samples):
+            yield chunk
+    if tail := await asyncio.to_thread(encoder.finish):
+        yield tail
+
+
+def served_headers(engine: str, stream: SpeechStream) -> dict[str, str]:
     """Which engine and node spoke (and whether a node failed mid-way)."""
     return {"X-TTS-Engine": engine, "X-Served-By": stream.host or "unknown",
             "X-TTS-Resumed": str(stream.resumed)}
@@ -117,9 +140,9 @@ async def chatterbox_tts(
         }
     else:
         engine, kwargs = settings.default_engine, {}
-    first, stream = await open_stream(
-        services, engine, settings, text, "pcm", sample_rate=body.sample_rate, **kwargs)
-    pcm = b"".join([piece async for piece in rest_of(first, stream)])
+    first, stream, pieces = await open_stream(
+        services, engine, text, PHONE, sample_rate=body.sample_rate, **kwargs)
+    pcm = first.pcm + b"".join([piece.pcm async for piece in until_cancelled(pieces)])
     headers = {
         "X-Audio-Duration": f"{len(pcm) / 2 / body.sample_rate:.3f}",
         "X-Sample-Rate": str(body.sample_rate),
@@ -134,13 +157,14 @@ async def chatterbox_tts(
 
 @router.post("/cancel", response_model=CancelResponse)
 async def cancel(services: ServicesDep) -> CancelResponse:
+    """The phone's barge-in: every /v1/tts synthesis, on every TTS replica, and no other."""
     names = [n for n in services.handles if services.tasks.get(n) == "tts"]
-    for name in names:
-        await services.handles[name].broadcast("cancel").results_async(timeout_s=5)
+    await asyncio.gather(*(services.handles[n].broadcast("cancel", CancelKey(PHONE))
+                           .results_async(timeout_s=5) for n in names))
     return CancelResponse(cancelled=names)
 
 
-@audio_route("/v1/audio/speech", StreamingResponse, list(MEDIA_TYPES.values()),
+@audio_route("/v1/audio/speech", StreamingResponse, list(audio.MEDIA_TYPES.values()),
              "Audio, chunked one sentence at a time for wav/pcm.")
 async def speech(
     body: SpeechRequest, services: ServicesDep, settings: SpeechDep
@@ -160,11 +184,11 @@ async def speech(
                            f"{info.voices} or an OpenAI voice name", param="voice")
         voice = info.default_voice
     rate = body.sample_rate or info.sample_rate
-    first, stream = await open_stream(
-        services, engine, settings, text, body.response_format, voice=voice,
-        speed=body.speed, sample_rate=rate)
+    first, stream, pieces = await open_stream(
+        services, engine, text, "speech", voice=voice, speed=body.speed, sample_rate=rate)
     return StreamingResponse(
-        rest_of(first, stream), media_type=MEDIA_TYPES[body.response_format],
+        encoded(first, pieces, body.response_format),
+        media_type=audio.MEDIA_TYPES[body.response_format],
         headers={**served_headers(engine, stream), "X-Sample-Rate": str(rate)},
     )
 

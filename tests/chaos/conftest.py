@@ -17,3 +17,12 @@ def chaos_box():
     box = sandbox.start(TEST_TOKEN, pin_cores=True)
     yield box
     box.stop()
+
+
+@pytest.fixture(scope="module")
+def failover_rate(chaos_box) -> float:
+    """Requests/s for the failover tests: 70 % of what titan alone serves (so the tests
+    measure failover, not overload), at most the 10/s they were written for."""
+    from bench.failover import measure_capacity
+
+    return min(10.0, 0.7 * measure_capacity(chaos_box))

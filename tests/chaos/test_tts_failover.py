@@ -1,7 +1,8 @@
 """TTS while panda dies and comes back (issue 5's acceptance figures, shorter runs).
 
-Order matters: the node-kill test leaves panda dead, the return test brings it back,
-the mid-stream test kills it again.
+The load is 70 % of titan's capacity alone, measured first (``failover_rate``), at
+most 10 requests/s. Order matters: the node-kill test leaves panda dead, the return
+test brings it back, the mid-stream test kills it again.
 """
 
 from __future__ import annotations
@@ -20,28 +21,28 @@ def replica_actors(deployment: str) -> list[str]:
     ]
 
 
-def test_killing_one_replica_process_loses_nothing(chaos_box):
-    load = paced_load(chaos_box.base_url, chaos_box.headers(), 10, 12)
+def test_killing_one_replica_process_loses_nothing(chaos_box, failover_rate):
+    load = paced_load(chaos_box.base_url, chaos_box.headers(), failover_rate, 12)
     load.wait_until(4)
     victim = replica_actors(TTS_DEPLOYMENT)[0]
     ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
     outcomes = load.join()
     failed = [o.status for o in outcomes if not o.ok]
-    assert len(outcomes) >= 110 and failed == []
+    assert len(outcomes) >= 0.9 * failover_rate * 12 and failed == []
 
 
-def test_panda_hard_kill_under_load_loses_nothing(chaos_box):
-    """10 requests/s for 30 s, panda SIGKILLed at 8 s: no request fails, no gap over 1 s."""
-    s = run_scenario(chaos_box, rate_hz=10, duration_s=30, kill_at_s=8, back_at_s=None)
-    assert s.sent >= 295
+def test_panda_hard_kill_under_load_loses_nothing(chaos_box, failover_rate):
+    """The failover rate for 30 s, panda SIGKILLed at 8 s: no request fails, no gap over 1 s."""
+    s = run_scenario(chaos_box, rate_hz=failover_rate, duration_s=30, kill_at_s=8, back_at_s=None)
+    assert s.sent >= 0.98 * failover_rate * 30
     assert s.failed == 0, (s.failures, s.failed_at_s)
     assert s.longest_gap_s <= 1.0, s
 
 
-def test_traffic_returns_to_panda_after_it_rejoins(chaos_box):
-    """Panda is started again under 10 requests/s: nothing fails, no gap over 1 s, and
+def test_traffic_returns_to_panda_after_it_rejoins(chaos_box, failover_rate):
+    """Panda is started again under the failover rate: nothing fails, no gap over 1 s, and
     panda serves again within 15 s."""
-    load = paced_load(chaos_box.base_url, chaos_box.headers(), 10, 25)
+    load = paced_load(chaos_box.base_url, chaos_box.headers(), failover_rate, 25)
     back_at = load.wait_until(2)
     chaos_box.restart("panda")
     outcomes = load.join()

@@ -80,25 +80,43 @@ def test_first_sentence_arrives_before_the_rest_is_synthesized(api):
     assert first < last / 2, arrivals
 
 
-def test_cancel_stops_the_running_synthesis(api):
-    text = " ".join(SENTENCES * 3)
-    got: list[int] = []
+def test_phone_cancel_stops_its_own_tts_and_no_other_callers_speech(api):
+    """Two concurrent callers: the phone's /v1/tts (Kokoro) and another client's
+    /v1/audio/speech stream (Piper). The phone's POST /cancel (barge-in) ends the
+    phone's synthesis early; the other stream finishes whole: Whisper hears every
+    sentence of it."""
+    text = " ".join(SENTENCES * 2)
+    got: list[bytes] = []
+    phone: dict = {}
 
     def listen():
         with api.stream("POST", "/v1/audio/speech", json={
-                "model": "kokoro", "voice": "jf_alpha", "input": text, "response_format": "pcm"}) as r:
-            for chunk in r.iter_raw():
-                got.append(len(chunk))
+                "model": "piper", "voice": "alloy", "input": text, "response_format": "wav"}) as r:
+            assert r.status_code == 200
+            got.extend(r.iter_raw())
 
-    t = threading.Thread(target=listen)
-    t.start()
-    while not got and t.is_alive():
+    def call_tts():
+        phone["response"] = api.post("/v1/tts", json={"text": text}, timeout=180)
+
+    threads = [threading.Thread(target=call_tts), threading.Thread(target=listen)]
+    for t in threads:
+        t.start()
+    while not got and threads[1].is_alive():
         time.sleep(0.05)
+    time.sleep(0.5)  # both under way
     r = api.post("/cancel")
-    assert r.status_code == 200 and "KokoroTTS" in r.json()["cancelled"]
-    t.join(timeout=60)
-    assert not t.is_alive()
-    assert len(got) < len(SENTENCES * 3) // 2
+    assert r.status_code == 200 and {"KokoroTTS", "PiperTTS"} <= set(r.json()["cancelled"])
+    for t in threads:
+        t.join(timeout=180)
+    assert not any(t.is_alive() for t in threads)
+    heard = api.post("/v1/audio/transcriptions", files={"file": ("s.wav", b"".join(got))},
+                     data={"response_format": "text", "language": "en"})
+    assert wer(text, heard.text) <= 0.15, heard.text  # the other caller heard every sentence
+    cut = phone["response"]
+    assert cut.status_code in (200, 409), cut.text  # 409: cancelled before its first sentence
+    if cut.status_code == 200:
+        alone = api.post("/v1/tts", json={"text": text}, timeout=180)
+        assert len(cut.content) < len(alone.content) / 2  # the phone's speech stopped early
 
 
 def test_voices(api):

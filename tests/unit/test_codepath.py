@@ -15,6 +15,7 @@ from deployments import audio
 from deployments.kokoro import KModelBackend
 from deployments.declaration import Availability
 from deployments.stt import OpenAIWhisperBackend, SpeechDetector, WhisperEngine
+from deployments.text import tts_sentences
 from deployments.settings import WhisperSettings
 from deployments.tts import TTSEngine
 from tests.speechkit import espeak_wav
@@ -66,7 +67,8 @@ def test_kmodel_backend_code_path(tmp_path):
     backend = KModelBackend(model, packs, "af_test", "random-kokoro")
     engine = KModelEngine(backend)
     engine.load()
-    chunks = list(engine.stream("Two sentences here. And the second one.", sample_rate=16_000))
+    chunks = [engine.synthesize(s, sample_rate=16_000)
+              for s in tts_sentences("Two sentences here. And the second one.")]
     assert len(chunks) == 2
     assert all(c.dtype == np.dtype("<i2") and 0 < len(c) < 16_000 * 20 for c in chunks)
     assert engine.info().voices == ["af_test"]

@@ -12,8 +12,10 @@ import httpx
 import pytest
 import uvicorn
 
-from deployments.settings import Settings
+from deployments.settings import Settings, SpeechSettings
 from graphs.gateway import build_http_app
+from graphs.failover import TTSCalls
+from graphs.routing import RoutingState
 from graphs.services import Services
 
 CHROMIUM = shutil.which("chromium")
@@ -28,8 +30,9 @@ def free_port() -> int:
 
 @pytest.fixture()
 def base_url():
-    app = build_http_app(Services(handles={}, unavailable={}, tasks={}),
-                         Settings(auth={"token": "s3cret"}), None, {})
+    services = Services(handles={}, unavailable={}, tasks={},
+                        tts=TTSCalls(SpeechSettings(), RoutingState()))
+    app = build_http_app(services, Settings(auth={"token": "s3cret"}), None, {})
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

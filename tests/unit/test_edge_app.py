@@ -10,8 +10,10 @@ from fastapi.testclient import TestClient
 from ray.serve.exceptions import BackPressureError
 from starlette.responses import PlainTextResponse
 
-from deployments.settings import Settings
+from deployments.settings import Settings, SpeechSettings
 from graphs.gateway import build_http_app
+from graphs.failover import TTSCalls
+from graphs.routing import RoutingState
 from graphs.services import Services
 
 TOKEN = "s3cret"
@@ -19,8 +21,9 @@ TOKEN = "s3cret"
 
 @pytest.fixture()
 def app():
-    return build_http_app(Services(handles={}, unavailable={"Embedder": "disabled"}, tasks={}),
-                          Settings(auth={"token": TOKEN}), None, {})
+    services = Services(handles={}, unavailable={"Embedder": "disabled"}, tasks={},
+                        tts=TTSCalls(SpeechSettings(), RoutingState()))
+    return build_http_app(services, Settings(auth={"token": TOKEN}), None, {})
 
 
 @pytest.fixture()

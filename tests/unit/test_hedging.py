@@ -1,9 +1,9 @@
-"""Hedged TTS streams: a late sentence is also asked of the other node, the first answer wins.
+"""TTS sentence calls: hedged to the other node when late, retried when lost, asked ahead.
 
-The deployment handle here is a stand-in for Serve's (routing follows the same
-in-process tables PreferredHostRouter reads); synthesis is the real Piper
-engine. A "dead" node is one whose call never answers, as a SIGKILLed machine
-looks to its caller until Ray notices.
+The deployment handle here is a stand-in for Serve's (it routes by the same
+RoutingState that PreferredHostRouter reads and reports to); synthesis is the
+real Piper engine. A "dead" node is one whose calls never answer, as a
+SIGKILLed machine looks to its caller until Ray notices.
 """
 
 from __future__ import annotations
@@ -13,14 +13,18 @@ import asyncio
 import pytest
 from ray.serve.exceptions import BackPressureError
 
-from deployments import routing
 from deployments.piper import PiperEngine
-from graphs.failover import HedgePolicy, TTSStream
+from deployments.settings import SpeechSettings
+from deployments.text import CancelKey, tts_sentences
+from deployments.results import SpeechPiece
+from graphs.failover import HedgePolicy, TTSCalls
 from graphs.http import APIError
+from graphs.routing import RoutingState, current_request_id, rank_by_host
 
 ASYNC = pytest.mark.asyncio(loop_scope="module")
 
 TEXT = "Good morning. It is seven o'clock. Time to get up."
+SENTENCES = tts_sentences(TEXT)
 
 
 @pytest.fixture(scope="module")
@@ -31,149 +35,167 @@ def piper():
 
 
 class Call:
-    """One streamed call to a replica on ``host``: a piece per sentence, or silence after
-    ``dies_after`` pieces (the machine is gone)."""
+    """One sentence asked of the replica on ``host``: its piece, or silence when the
+    node is dead, or a full-queue refusal."""
 
-    def __init__(self, engine, host: str, text: str, dies_after: int | None, full: bool = False):
-        self.host, self.text, self.cancelled, self.full = host, text, False, full
-        self.chunks = engine.stream(text)
-        self.left = dies_after
+    def __init__(self, engine, host: str, index: int, sentence: str, dead: bool, full: bool):
+        self.host, self.index, self.sentence = host, index, sentence
+        self.engine, self.dead, self.full, self.cancelled = engine, dead, full, False
 
-    def __aiter__(self):
-        return self
+    def __await__(self):
+        return self._answer().__await__()
 
-    async def __anext__(self) -> bytes:
+    async def _answer(self) -> SpeechPiece:
         if self.full:  # as Serve's router says when every replica's queue is full
             raise BackPressureError(num_queued_requests=8, max_queued_requests=8)
-        if self.left == 0:
+        if self.dead:
             await asyncio.Event().wait()  # never answers
-        chunk = await asyncio.to_thread(next, self.chunks, None)
-        if chunk is None:
-            raise StopAsyncIteration
-        if self.left is not None:
-            self.left -= 1
-        return chunk.tobytes()
+        pcm = await asyncio.to_thread(self.engine.synthesize, self.sentence)
+        return SpeechPiece(self.index, pcm.tobytes(), self.engine.sample_rate, self.host)
 
     def cancel(self) -> None:
         self.cancelled = True
 
 
 class TwoNodeHandle:
-    """Replicas on panda (preferred) and titan, chosen like PreferredHostRouter does."""
+    """Replicas on panda (preferred) and titan, chosen like PreferredHostRouter does.
+
+    ``dies_after[host]``: that node answers so many calls, then none.
+    """
 
     deployment_name = "PiperTTS"
 
-    def __init__(self, engine, dies_after: dict[str, int], full_for: int = 0,
-                 hosts: tuple[str, ...] = ("panda", "titan")):
-        self.engine, self.dies_after, self.calls, self.full_for = engine, dies_after, [], full_for
-        self.hosts = list(hosts)
+    def __init__(self, engine, routing: RoutingState, dies_after: dict[str, int],
+                 full_for: int = 0, hosts: tuple[str, ...] = ("panda", "titan")):
+        self.engine, self.routing, self.dies_after = engine, routing, dict(dies_after)
+        self.calls: list[Call] = []
+        self.full_for, self.hosts = full_for, list(hosts)
 
-    def options(self, stream: bool):
+    def options(self, session_id: str) -> "TwoNodeHandle":
+        self.session_id = session_id
         return self
 
     @property
-    def stream(self):
+    def synthesize(self):
         return self
 
-    def remote(self, text: str, fmt: str, **kwargs) -> Call:
-        rid = routing.current_request_id()
-        avoid = routing.suspected() | {routing._avoid.get(rid)} - {None}
-        host = routing.rank_by_host(self.hosts, lambda h: h, ["panda", "titan"], avoid)[0][0]
-        routing._remember(routing._served, rid, host)
-        routing._hosts[self.deployment_name] = set(self.hosts)
-        call = Call(self.engine, host, text, self.dies_after.get(host), len(self.calls) < self.full_for)
+    def remote(self, index: int, sentence: str, key: CancelKey, **synth) -> Call:
+        host = rank_by_host(self.hosts, lambda h: h, ["panda", "titan"],
+                            self.routing.avoided(current_request_id()))[0][0]
+        self.routing.routed(self.deployment_name, self.session_id, set(self.hosts), host)
+        full = len(self.calls) < self.full_for
+        left = self.dies_after.get(host)
+        call = Call(self.engine, host, index, sentence, left == 0, full)
+        if left is not None and not full:
+            self.dies_after[host] = max(0, left - 1)
         self.calls.append(call)
         return call
 
 
-@pytest.fixture(autouse=True)
-def clean_routing():
-    tables = (routing._suspect, routing._avoid, routing._hosts)
-    for table in tables:
-        table.clear()
-    yield
-    for table in tables:
-        table.clear()
+@pytest.fixture
+def routing() -> RoutingState:
+    return RoutingState()
 
 
-async def speak_all(stream: TTSStream) -> list[bytes]:
-    return [await stream.first()] + [p async for p in stream.rest()]
+def calls_with(routing: RoutingState, policy: HedgePolicy | None = None, **settings) -> TTSCalls:
+    calls = TTSCalls(SpeechSettings(**{"suspect_s": 3.0, **settings}), routing)
+    if policy is not None:
+        calls.hedges["PiperTTS"] = policy
+    return calls
 
 
-async def speak(handle, **kwargs) -> tuple[TTSStream, list[bytes]]:
-    stream = TTSStream(handle, TEXT, "pcm", suspect_s=3.0, **kwargs)
-    return stream, await speak_all(stream)
+async def speak(calls: TTSCalls, handle, **kwargs):
+    stream = calls.stream(handle, SENTENCES, CancelKey.new("speech"), **kwargs)
+    return stream, [piece async for piece in stream.pieces()]
 
 
 @ASYNC
-async def test_a_sentence_late_on_a_dead_node_is_hedged_to_the_other(piper):
-    handle = TwoNodeHandle(piper, {"panda": 1})
+async def test_sentences_arrive_in_order_with_the_next_one_asked_ahead(piper, routing):
+    handle = TwoNodeHandle(piper, routing, {})
+    calls = calls_with(routing, HedgePolicy(initial_s=5))
+    stream = calls.stream(handle, SENTENCES, CancelKey.new("speech"))
+    assert calls.meter("PiperTTS").in_flight == 2  # counted at once, for the next admission
+    await asyncio.sleep(0)
+    assert [c.index for c in handle.calls] == [0, 1]  # the first sentence and the next
+    pieces = [piece async for piece in stream.pieces()]
+    assert [p.index for p in pieces] == [0, 1, 2] and all(p.pcm for p in pieces)
+    assert [c.index for c in handle.calls] == [0, 1, 2]  # each sentence asked once
+    assert stream.host == "panda" and stream.resumed == 0
+    assert calls.meter("PiperTTS").in_flight == 0 and calls.meter("PiperTTS").rate_per_s > 0
+
+
+@ASYNC
+async def test_a_sentence_late_on_a_dead_node_is_hedged_to_the_other(piper, routing):
+    handle = TwoNodeHandle(piper, routing, {"panda": 1})
     policy = HedgePolicy(initial_s=0.3)
-    stream, pieces = await asyncio.wait_for(speak(handle, piece_timeout_s=30, hedge=policy), 20)
-    assert len(pieces) == 3 and all(pieces)  # one piece per sentence, none twice
-    assert [(c.host, c.text) for c in handle.calls] == [
-        ("panda", TEXT), ("titan", "It is seven o'clock. Time to get up.")]
-    assert handle.calls[0].cancelled  # the silent call is given up
-    assert stream.host == "panda" and stream.resumed == 1
+    stream, pieces = await asyncio.wait_for(speak(calls_with(routing, policy), handle), 20)
+    assert [p.index for p in pieces] == [0, 1, 2]  # one piece per sentence, none twice
+    assert [p.host for p in pieces] == ["panda", "titan", "titan"]
+    # panda answered sentence 0 and then nothing: sentences 1 and 2 (already asked
+    # ahead) were asked again of titan, and only they; panda's silent calls given up
+    panda = [c for c in handle.calls if c.host == "panda"]
+    assert [c.index for c in panda] == [0, 1, 2] and all(c.cancelled for c in panda[1:])
+    assert sorted(c.index for c in handle.calls if c.host == "titan") == [1, 2]
+    assert stream.host == "panda" and stream.resumed == 2
     assert "panda" in routing.suspected()  # new calls go to titan straight away
-    # full bucket at the first sentence, one hedge spent, two sentences earned back
-    assert len(policy.waits) == 3 and policy.tokens == pytest.approx(policy.burst - 1 + 2 * policy.ratio)
+    # two hedges spent, three sentences earned back a tenth each
+    assert len(policy.waits) == 3
+    assert policy.tokens == pytest.approx(policy.burst - 2 + 2 * policy.ratio)
 
 
 @ASYNC
-async def test_without_hedge_budget_the_piece_deadline_moves_the_stream(piper):
-    handle = TwoNodeHandle(piper, {"panda": 1})
+async def test_without_hedge_budget_the_piece_deadline_moves_the_sentence(piper, routing):
+    handle = TwoNodeHandle(piper, routing, {"panda": 1})
     policy = HedgePolicy(initial_s=0.1, burst=0)
-    stream, pieces = await asyncio.wait_for(speak(handle, piece_timeout_s=1.0, hedge=policy), 20)
-    assert len(pieces) == 3 and [c.host for c in handle.calls] == ["panda", "titan"]
-    assert stream.resumed == 1
+    stream, pieces = await asyncio.wait_for(
+        speak(calls_with(routing, policy, piece_timeout_s=1.0), handle), 20)
+    assert [p.index for p in pieces] == [0, 1, 2]
+    assert sorted(c.index for c in handle.calls if c.host == "titan") == [1, 2]
+    assert stream.resumed == 2
     assert "panda" not in routing.suspected()  # merely slow: not suspected for everyone
 
 
 @ASYNC
-async def test_a_healthy_stream_is_not_hedged(piper):
-    handle = TwoNodeHandle(piper, {})
-    stream, pieces = await speak(handle, piece_timeout_s=30, hedge=HedgePolicy(initial_s=5))
-    assert len(pieces) == 3 and [c.host for c in handle.calls] == ["panda"]
-    assert stream.resumed == 0
-
-
-@ASYNC
-async def test_no_hedge_when_the_late_replica_is_the_only_one(piper):
+async def test_no_hedge_when_the_late_replica_is_the_only_one(piper, routing):
     """Panda is down: a hedge would only queue behind the slow call on titan."""
-    handle = TwoNodeHandle(piper, {"titan": 1}, hosts=("titan",))
+    handle = TwoNodeHandle(piper, routing, {"titan": 0}, hosts=("titan",))
     policy = HedgePolicy(initial_s=0.1)
-    stream = TTSStream(handle, TEXT, "pcm", piece_timeout_s=0.8, attempts=1, hedge=policy)
+    stream = calls_with(routing, policy, piece_timeout_s=0.8).stream(
+        handle, SENTENCES, CancelKey.new("speech"), attempts=1)
     with pytest.raises(APIError) as err:
-        await asyncio.wait_for(speak_all(stream), 10)
+        await asyncio.wait_for(anext(stream.pieces()), 10)
     assert err.value.status == 504  # the piece deadline, with no copy sent anywhere
-    assert [c.host for c in handle.calls] == ["titan"] and policy.tokens == policy.burst
+    assert {c.host for c in handle.calls} == {"titan"} and len(handle.calls) == 2
+    assert policy.tokens == policy.burst
 
 
 @ASYNC
-async def test_both_nodes_silent_ends_in_a_504(piper):
-    handle = TwoNodeHandle(piper, {"panda": 0, "titan": 0})
-    stream = TTSStream(handle, TEXT, "pcm", piece_timeout_s=0.5, attempts=2,
-                       hedge=HedgePolicy(initial_s=0.1))
+async def test_both_nodes_silent_ends_in_a_504(piper, routing):
+    handle = TwoNodeHandle(piper, routing, {"panda": 0, "titan": 0})
+    stream = calls_with(routing, HedgePolicy(initial_s=0.1), piece_timeout_s=0.5).stream(
+        handle, SENTENCES, CancelKey.new("speech"), attempts=2)
+    pieces = stream.pieces()
     with pytest.raises(APIError) as err:
-        await asyncio.wait_for(stream.first(), 10)
+        await asyncio.wait_for(anext(pieces), 10)
     assert err.value.status == 504
+    await asyncio.sleep(0)  # the prefetched sentence's task sees its cancel
     assert all(c.cancelled for c in handle.calls)
 
 
 @ASYNC
-async def test_full_queues_are_waited_out_within_the_budget(piper):
-    handle = TwoNodeHandle(piper, {}, full_for=3)
-    stream, pieces = await speak(handle, piece_timeout_s=30, queue_wait_s=2.0)
-    assert len(pieces) == 3 and len(handle.calls) == 4  # three refusals, then room
+async def test_full_queues_are_waited_out_within_the_budget(piper, routing):
+    handle = TwoNodeHandle(piper, routing, {}, full_for=3)
+    stream, pieces = await speak(calls_with(routing, HedgePolicy(initial_s=30), queue_wait_s=2.0),
+                                 handle)
+    assert len(pieces) == 3 and len(handle.calls) == 6  # three refusals, then room
 
 
 @ASYNC
-async def test_full_queues_past_the_budget_raise_for_a_503(piper):
-    handle = TwoNodeHandle(piper, {}, full_for=100)
+async def test_full_queues_past_the_budget_raise_for_a_503(piper, routing):
+    handle = TwoNodeHandle(piper, routing, {}, full_for=100)
     with pytest.raises(BackPressureError):
-        await speak(handle, piece_timeout_s=30, queue_wait_s=0.3)
-    assert 2 <= len(handle.calls) <= 5  # backing off, not spinning
+        await speak(calls_with(routing, queue_wait_s=0.3), handle)
+    assert 2 <= len(handle.calls) <= 10  # backing off, not spinning
 
 
 def test_hedge_delay_follows_recent_waits_with_a_floor():

@@ -76,11 +76,8 @@ def test_a_replica_without_its_weights_reports_it_and_refuses_calls(cloner_witho
     with pytest.raises(ModelUnavailable, match="takes no calls"):
         replica.voices()
 
-    async def speak():
-        return [p async for p in replica.stream("Hello.")]
-
     with pytest.raises(ModelUnavailable):
-        asyncio.run(speak())
+        asyncio.run(replica.synthesize(0, "Hello."))
 
 
 def test_when_no_node_answers_the_builders_own_check_keeps_an_absent_model_off(tmp_path,

@@ -58,12 +58,9 @@ def test_a_broken_engine_fails_check_health_and_its_calls_are_counted(piper_repl
     with pytest.raises(AttributeError):
         asyncio.run(piper_replica.check_health())
 
-    async def speak():
-        return [p async for p in piper_replica.stream("Hello there.")]
-
     with pytest.raises(AttributeError):
-        asyncio.run(speak())
-    assert errors == [{"method": "stream", "kind": "internal"}]
+        asyncio.run(piper_replica.synthesize(0, "Hello there."))
+    assert errors == [{"method": "synthesize", "kind": "internal"}]
 
 
 def test_an_engine_stuck_in_its_probe_fails_check_health(piper_replica, monkeypatch):
