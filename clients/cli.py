@@ -91,15 +91,15 @@ def capacity(
     ctx: typer.Context,
     config: Path = typer.Argument(Path("serve_config.yaml"), help="Serve config to plan"),
     nodes: Optional[Path] = typer.Option(None, "--nodes", help="Node definitions "
-                                         "[default: cluster/nodes.yaml]"),
+                                         "[default: topology/nodes.yaml]"),
     planned: bool = typer.Option(True, "--planned/--enabled-only",
                                  help="Count disabled (planned) deployments too"),
     live: bool = typer.Option(False, "--live", help="Also show the running cluster's use "
                               "next to the plan (GET /v1/status)"),
 ) -> None:
     """Does the config fit on Titan and Panda? The plan reads files; --live asks the cluster."""
-    from cluster.capacity import check_files
-    from cluster.nodes import NODES_FILE
+    from topology.capacity import check_files
+    from topology.nodes import NODES_FILE
 
     try:
         loads, problems = check_files(config, nodes or NODES_FILE, planned)

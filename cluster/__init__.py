@@ -1,1 +1,1 @@
-"""Node definitions, capacity planning, start scripts and the local two-node cluster."""
+"""Start scripts, the capacity planner's command line, the local two-node cluster and the test sandbox."""

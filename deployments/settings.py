@@ -8,12 +8,11 @@ the auth token, where model weights and stores live, which profile to use.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Profile = Literal["auto", "gpu", "cpu"]
+from topology.serve_config import Profile
 
 
 class AuthSettings(BaseModel):

@@ -14,7 +14,6 @@ from typing import Callable
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from cluster.nodes import load_nodes
 from deployments import (
     chatterbox, embedding, graph_index, kokoro, model_cache, ner, piper, stt, vector_index,
 )
@@ -24,7 +23,8 @@ from graphs.gateway import Gateway
 from graphs.ingest import IngestGraph
 from graphs.retrieval import RetrievalGraph
 from graphs.voice import VoiceGraph
-from graphs.topology import AppArgs, DeploymentSpec
+from topology.nodes import load_nodes
+from topology.serve_config import AppArgs, DeploymentSpec
 
 log = logging.getLogger("ray.serve")
 

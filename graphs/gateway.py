@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from cluster.nodes import Node
 from deployments.logs import install_redaction
 from deployments.metrics import GPUMemoryExceeded
 from deployments.profile import current_placement
@@ -29,7 +28,8 @@ from graphs.routes import (
     embeddings, models, ner, retrieval, speech, status, transcription, voice,
 )
 from graphs.services import Services
-from graphs.topology import AppArgs
+from topology.nodes import Node
+from topology.serve_config import AppArgs
 
 log = logging.getLogger("ray.serve")
 

@@ -16,8 +16,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from cluster.capacity import plan
-from cluster.nodes import Node
 from graphs.schemas import (
     BudgetRow,
     ClusterStatus,
@@ -27,7 +25,9 @@ from graphs.schemas import (
     ReplicaStatus,
 )
 from graphs.services import Services
-from graphs.topology import AppArgs
+from topology.capacity import plan
+from topology.nodes import Node
+from topology.serve_config import AppArgs
 
 
 def _value(x: object) -> str:
