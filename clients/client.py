@@ -20,8 +20,8 @@ from typing import Any, AsyncIterator, Callable, Iterator
 
 import httpx
 
+from api.schemas import EmbeddingRequest, EmbeddingResponse, Health, ModelList
 from clients.retry import Attempts, HerServeError, RetryPolicy
-from graphs.schemas import EmbeddingRequest, EmbeddingResponse, Health, ModelList
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 """Serve's proxy on this node: on Panda, the phone daemon's own machine."""

@@ -10,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from graphs.schemas import ModelList
+from api.schemas import ModelList
 
 PREVIEW = 60
 """Characters of a text shown in a table cell."""

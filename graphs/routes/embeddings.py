@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
 from deployments.settings import EmbeddingSettings
 from graphs.http import APIError, parse_json
-from graphs.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
 from graphs.services import Services
 
 EMBEDDERS = ("Embedder", "BatchEmbedder")

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from graphs.schemas import Health, ModelCard, ModelList
+from api.schemas import Health, ModelCard, ModelList
 from graphs.services import Services
 
 

@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api.schemas import NerRequest, NerResponse, NerResult
 from deployments.settings import NerSettings
 from graphs.http import APIError, parse_json
-from graphs.schemas import NerRequest, NerResponse, NerResult
 from graphs.services import Services
 
 MAX_BODY_BYTES = 2 * 1024 * 1024

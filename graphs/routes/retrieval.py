@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from deployments.settings import NerSettings
 from graphs.http import APIError, parse_json
-from graphs.schemas import IngestRequest, IngestResponse, RetrieveRequest, RetrieveResponse
+from api.schemas import IngestRequest, IngestResponse, RetrieveRequest, RetrieveResponse
 from graphs.services import Services
 
 RETRIEVE_MAX_BYTES = 64 * 1024

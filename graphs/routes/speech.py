@@ -17,13 +17,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from api.schemas import (
+    CancelResponse, ChatterboxTTSRequest, SpeechRequest, VoiceCard, VoiceList,
+)
 from deployments.settings import SpeechSettings
 from deployments.text import SynthesisCancelled, clean_text
 from graphs.failover import TTSStream, hedge_policy
 from graphs.http import APIError, parse_json
-from graphs.schemas import (
-    CancelResponse, ChatterboxTTSRequest, SpeechRequest, VoiceCard, VoiceList,
-)
 from graphs.services import Services
 
 MAX_BODY_BYTES = 64 * 1024

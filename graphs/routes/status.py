@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from graphs.schemas import (
+from api.schemas import (
     BudgetRow,
     ClusterStatus,
     DeploymentStatus,

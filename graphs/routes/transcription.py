@@ -11,12 +11,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from deployments.settings import WhisperSettings
-from graphs.http import APIError, read_audio_form
-from graphs.schemas import (
+from api.schemas import (
     Transcription, TranscriptionForm, TranscriptionSegment, TranscriptionVerbose,
     TranscriptionWord,
 )
+from deployments.settings import WhisperSettings
+from graphs.http import APIError, read_audio_form
 from graphs.services import Services
 
 

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from api.schemas import VoiceCancelRequest, VoiceCancelResponse, VoiceTurnForm
 from deployments.settings import WhisperSettings
 from graphs.http import APIError, parse_json, read_audio_form
-from graphs.schemas import VoiceCancelRequest, VoiceCancelResponse, VoiceTurnForm
 from graphs.services import Services
 
 VOICE = "VoiceGraph"

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
+from api.schemas import ClusterStatus
 from clients.status_view import render_capacity, render_status
 from cluster.sandbox import serve_args as load_serve_args
-from graphs.schemas import ClusterStatus
 from topology.serve_config import AppArgs
 
 GIB = 1024**3
