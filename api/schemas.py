@@ -6,7 +6,7 @@ OpenAI API exists, so the official client works unchanged.
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -276,10 +276,19 @@ class RetrieveResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+DocumentId = Annotated[str, Field(min_length=1, max_length=256)]
+"""A document's id, as ingest takes it and forgetting names it."""
+
+
+def _unique(ids: list[str], what: str) -> None:
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{what} must be unique within a request")
+
+
 class IngestDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=256)
+    id: DocumentId
     text: str = Field(max_length=MAX_DOCUMENT_CHARS)
     metadata: dict = Field(default_factory=dict)
     kind: Literal["document", "transcript"] = "document"
@@ -295,9 +304,7 @@ class IngestRequest(BaseModel):
     @field_validator("documents")
     @classmethod
     def _unique_ids(cls, docs: list[IngestDocument]) -> list[IngestDocument]:
-        ids = [d.id for d in docs]
-        if len(set(ids)) != len(ids):
-            raise ValueError("document ids must be unique within a request")
+        _unique([d.id for d in docs], "document ids")
         return docs
 
 
@@ -313,6 +320,38 @@ class IngestResponse(BaseModel):
     refresh: Literal["redis", "direct", "none"]
     """How the index replicas learned of the write."""
     timings_ms: dict[str, float]
+
+
+class DocumentPath(BaseModel):
+    """``DELETE /v1/documents/{id}``: the id in the path, checked as ingest checks it."""
+
+    id: DocumentId
+
+
+class DeleteDocumentsRequest(BaseModel):
+    """``POST /v1/documents/delete``: forget several documents at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[DocumentId] = Field(min_length=1, max_length=MAX_DOCUMENTS)
+
+    @field_validator("ids")
+    @classmethod
+    def _unique_ids(cls, ids: list[str]) -> list[str]:
+        _unique(ids, "ids")
+        return ids
+
+
+class DocumentDeleted(BaseModel):
+    object: Literal["document.deleted"] = "document.deleted"
+    id: str
+    deleted: bool
+    """False when no store held the document: deleting is idempotent, safe to retry."""
+
+
+class DocumentDeletedList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DocumentDeleted]
 
 
 # --- speech -------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``her-serve``: the cluster from a terminal (status, capacity, say, transcribe, embed, retrieve).
+"""``her-serve``: the cluster from a terminal (status, capacity, say, transcribe, embed, retrieve,
+forget).
 
 Server errors print as one readable line and exit 1; no tracebacks.
 """
@@ -184,6 +185,21 @@ def retrieve(
     with connect(ctx) as client:
         result = client.retrieve(query, k=k, hops=hops)
     console.print(tables.generic(result, title=f"retrieve: {escape(tables.clip(query, 40))}"))
+
+
+@app.command()
+def forget(
+    ctx: typer.Context,
+    ids: List[str] = typer.Argument(..., help="Ids of the documents to forget"),
+) -> None:
+    """Forget documents everywhere the cluster keeps them (DELETE /v1/documents/{id};
+    several ids: POST /v1/documents/delete). An id no store holds is no error."""
+    with connect(ctx) as client:
+        results = client.forget(ids)
+    for result in results:
+        console.print(f"{'deleted' if result.deleted else 'not found'}: {escape(result.id)}")
+    deleted = sum(r.deleted for r in results)
+    console.print(f"[dim]{deleted} deleted, {len(results) - deleted} not found[/]")
 
 
 if __name__ == "__main__":

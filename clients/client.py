@@ -16,11 +16,15 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Callable, Iterator
+from urllib.parse import quote
 
 import httpx
 import tenacity
 
-from api.schemas import EmbeddingRequest, EmbeddingResponse, Health, ModelList
+from api.schemas import (
+    DeleteDocumentsRequest, DocumentDeleted, DocumentDeletedList, DocumentPath, EmbeddingRequest,
+    EmbeddingResponse, Health, ModelList,
+)
 from clients.retry import Attempts, HerServeError, RetryPolicy, retrying
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -192,8 +196,40 @@ class _Endpoints:
         return self._call(Call("POST", "/v1/ingest", json={"documents": documents},
                                idempotency_key=idempotency_key))
 
+    def forget(self, ids: str | list[str], idempotency_key: str | None = None
+               ) -> list[DocumentDeleted]:
+        """Forget documents everywhere the cluster keeps them, one result per id in order
+        (``deleted=False``: no store held it). One id is ``DELETE /v1/documents/{id}``,
+        several one ``POST /v1/documents/delete``. Safe to retry: the server deletes
+        all or nothing, and an absent id is no error."""
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        if len(ids) == 1:
+            doc = DocumentPath(id=ids[0])
+            return self._call(Call("DELETE", f"/v1/documents/{quote(doc.id, safe='')}",
+                                   _deleted(ids, bulk=False), idempotency_key=idempotency_key))
+        body = DeleteDocumentsRequest(ids=ids)
+        return self._call(Call("POST", "/v1/documents/delete", _deleted(ids, bulk=True),
+                               json=body.model_dump(), idempotency_key=idempotency_key))
+
     def _stream(self, call: Call) -> Any:
         raise NotImplementedError
+
+
+def _deleted(ids: list[str], bulk: bool) -> Callable[[httpx.Response], list[DocumentDeleted]]:
+    """Reads a forget answer (one ``document.deleted``, or for ``bulk`` a list of them)
+    and checks that it speaks of exactly the ids asked for, in order."""
+
+    def parse(response: httpx.Response) -> list[DocumentDeleted]:
+        if bulk:
+            results = DocumentDeletedList.model_validate(response.json()).data
+        else:
+            results = [DocumentDeleted.model_validate(response.json())]
+        answered = [r.id for r in results]
+        if answered != ids:
+            raise ValueError(f"asked to forget {ids}, the answer is about {answered}")
+        return results
+
+    return parse
 
 
 def _speech_call(text, voice, response_format, speed, sample_rate, idempotency_key) -> Call:
