@@ -2,8 +2,9 @@
 
 Both share the endpoint methods (``_Endpoints``: what to send, how to read the
 answer), the retry policy and tenacity's retry loop (``clients.retry``); each
-writes only one attempt's I/O (``_attempt``) and how a stream is read on. Every call carries an ``Idempotency-Key`` that stays the same across
-retries and an ``X-Request-ID``. Nothing connects until a method is called.
+writes only one attempt's I/O (``_attempt``) and how a stream is read on.
+Every call carries an ``Idempotency-Key`` that stays the same across retries
+and an ``X-Request-ID``. Nothing connects until a method is called.
 
 Base URLs come from ``urls=`` or ``HER_SERVE_URLS`` (comma-separated, Panda's
 local proxy first, then Titan's); the token from ``token=`` or ``HER_SERVE_TOKEN``.
@@ -356,7 +357,8 @@ class HerClient(_Config, _Endpoints):
             try:
                 if stream and response.is_success:
                     chunks = response.iter_bytes()
-                    return OpenStream(response, chunks, next(chunks, b""), headers["X-Request-ID"])
+                    return OpenStream(response, chunks, next(chunks, b""),
+                                      headers["X-Request-ID"])
                 response.read()
             except BaseException:
                 response.close()

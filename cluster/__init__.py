@@ -1,1 +1,2 @@
-"""Start scripts, the capacity planner's command line, the local two-node cluster and the test sandbox."""
+"""Start scripts, the capacity planner's command line, the local two-node cluster,
+and the sandbox tests and benchmarks run on."""

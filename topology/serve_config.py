@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Profile = Literal["auto", "gpu", "cpu"]
-"""Which models a node serves: production weights (gpu), the embedded default (cpu), or by hardware."""
+"""Which models a node serves: production weights (gpu), the embedded default (cpu),
+or either by hardware (auto)."""
 
 
 class DeploymentSpec(BaseModel):
