@@ -99,7 +99,7 @@ def _tts_audio(response: httpx.Response) -> TTSAudio:
 
 
 class _Endpoints:
-    """The API, written once. ``_call`` (``_Config``'s) and ``_stream`` are sync or async
+    """The API, written once. ``_call`` (``_Calls``'s) and ``_stream`` are sync or async
     per client, so on ``AsyncHerClient`` every method returns an awaitable (or an async
     iterator)."""
 
@@ -241,7 +241,7 @@ def _speech_call(text, voice, response_format, speed, sample_rate, idempotency_k
                 idempotency_key=idempotency_key)
 
 
-class _Config:
+class _Calls:
     """What both clients share: URLs, token, policy, per-call headers, and the call
     itself (tenacity's retry loop around the client's own ``_attempt``)."""
 
@@ -331,7 +331,7 @@ class OpenStream:
                              "not retried", type="connection_error", request_id=self.request_id)
 
 
-class HerClient(_Config, _Endpoints):
+class HerClient(_Calls, _Endpoints):
     """Blocking client. ``with HerClient() as c: c.embed(["hello"])``."""
 
     _retrying = tenacity.Retrying
@@ -377,7 +377,7 @@ class HerClient(_Config, _Endpoints):
             opened.response.close()
 
 
-class AsyncHerClient(_Config, _Endpoints):
+class AsyncHerClient(_Calls, _Endpoints):
     """Asyncio client: the same methods as ``HerClient``, each awaited
     (``stream_speech`` is an async iterator)."""
 
