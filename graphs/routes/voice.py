@@ -19,10 +19,11 @@ from starlette.routing import Route
 
 from api.schemas import VoiceCancelRequest, VoiceCancelResponse, VoiceTurnForm
 from deployments.settings import WhisperSettings
+from graphs.voice import VOICE as VOICE_GRAPH
 from graphs.http import APIError, parse_json, read_audio_form
 from graphs.services import Services
 
-VOICE = "VoiceGraph"
+VOICE = VOICE_GRAPH.name
 
 
 def routes(services: Services, limits: WhisperSettings) -> list[Route]:
