@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from deployments.results import EntitySpan, GraphEdge, GraphEntity, RelatedDocument, ReplicaInfo
 
@@ -305,13 +305,27 @@ class RetrieveResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
-DocumentId = Annotated[str, Field(min_length=1, max_length=256)]
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (PostgreSQL text cannot hold them)")
+    return value
+
+
+DocumentId = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_nul)]
 """A document's id, as ingest takes it and forgetting names it."""
 
 
-def _unique(ids: list[str], what: str) -> None:
+def _unique_ids(items: list) -> list:
+    """Documents (by their ``id``) or ids: each at most once per request."""
+    ids = [getattr(item, "id", item) for item in items]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{what} must be unique within a request")
+        raise ValueError("document ids must be unique within a request")
+    return items
+
+
+T = TypeVar("T")
+Batch = Annotated[list[T], Field(min_length=1, max_length=MAX_DOCUMENTS), AfterValidator(_unique_ids)]
+"""What one ingest or delete request may name: 1 to MAX_DOCUMENTS documents, each once."""
 
 
 class IngestDocument(BaseModel):
@@ -330,13 +344,7 @@ class IngestDocument(BaseModel):
 class IngestRequest(BaseModel):
     model_config = STRICT
 
-    documents: list[IngestDocument] = Field(min_length=1, max_length=MAX_DOCUMENTS)
-
-    @field_validator("documents")
-    @classmethod
-    def _unique_ids(cls, docs: list[IngestDocument]) -> list[IngestDocument]:
-        _unique([d.id for d in docs], "document ids")
-        return docs
+    documents: Batch[IngestDocument]
 
 
 class IngestResponse(BaseModel):
@@ -362,15 +370,9 @@ class DocumentPath(BaseModel):
 class DeleteDocumentsRequest(BaseModel):
     """``POST /v1/documents/delete``: forget several documents at once."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
-    ids: list[DocumentId] = Field(min_length=1, max_length=MAX_DOCUMENTS)
-
-    @field_validator("ids")
-    @classmethod
-    def _unique_ids(cls, ids: list[str]) -> list[str]:
-        _unique(ids, "ids")
-        return ids
+    ids: Batch[DocumentId]
 
 
 class DocumentDeleted(BaseModel):
