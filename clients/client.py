@@ -1,9 +1,10 @@
 """The her-serve client the phone daemon uses: ``HerClient`` (sync) and ``AsyncHerClient``.
 
 Both share the endpoint methods (``_Endpoints``: what to send, how to read the
-answer) and the retry policy (``clients.retry``); each only runs its own small
-send loop. Every call carries an ``Idempotency-Key`` that stays the same across
-retries and an ``X-Request-ID``. Nothing connects until a method is called.
+answer), the retry policy and tenacity's retry loop (``clients.retry``); each
+writes only one attempt's I/O (``_attempt``) and how a stream is read on.
+Every call carries an ``Idempotency-Key`` that stays the same across retries
+and an ``X-Request-ID``. Nothing connects until a method is called.
 
 Base URLs come from ``urls=`` or ``HER_SERVE_URLS`` (comma-separated, Panda's
 local proxy first, then Titan's); the token from ``token=`` or ``HER_SERVE_TOKEN``.
@@ -11,17 +12,21 @@ local proxy first, then Titan's); the token from ``token=`` or ``HER_SERVE_TOKEN
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Callable, Iterator
+from urllib.parse import quote
 
 import httpx
+import tenacity
 
-from clients.retry import Attempts, HerServeError, RetryPolicy
-from graphs.schemas import EmbeddingRequest, EmbeddingResponse, Health, ModelList
+from api.schemas import (
+    DeleteDocumentsRequest, DocumentDeleted, DocumentDeletedList, DocumentPath, EmbeddingRequest,
+    EmbeddingResponse, Health, ModelList,
+)
+from clients.retry import Attempts, HerServeError, RetryPolicy, retrying
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 """Serve's proxy on this node: on Panda, the phone daemon's own machine."""
@@ -94,8 +99,9 @@ def _tts_audio(response: httpx.Response) -> TTSAudio:
 
 
 class _Endpoints:
-    """The API, written once. ``_call`` and ``_stream`` are sync or async per client,
-    so on ``AsyncHerClient`` every method returns an awaitable (or an async iterator)."""
+    """The API, written once. ``_call`` (``_Calls``'s) and ``_stream`` are sync or async
+    per client, so on ``AsyncHerClient`` every method returns an awaitable (or an async
+    iterator)."""
 
     def health(self) -> Health:
         return self._call(Call("GET", "/health", lambda r: Health.model_validate(r.json())))
@@ -191,11 +197,40 @@ class _Endpoints:
         return self._call(Call("POST", "/v1/ingest", json={"documents": documents},
                                idempotency_key=idempotency_key))
 
-    def _call(self, call: Call) -> Any:
-        raise NotImplementedError
+    def forget(self, ids: str | list[str], idempotency_key: str | None = None
+               ) -> list[DocumentDeleted]:
+        """Forget documents everywhere the cluster keeps them, one result per id in order
+        (``deleted=False``: no store held it). One id is ``DELETE /v1/documents/{id}``,
+        several one ``POST /v1/documents/delete``. Safe to retry: the server deletes
+        all or nothing, and an absent id is no error."""
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        if len(ids) == 1:
+            doc = DocumentPath(id=ids[0])
+            return self._call(Call("DELETE", f"/v1/documents/{quote(doc.id, safe='')}",
+                                   _deleted(ids, bulk=False), idempotency_key=idempotency_key))
+        body = DeleteDocumentsRequest(ids=ids)
+        return self._call(Call("POST", "/v1/documents/delete", _deleted(ids, bulk=True),
+                               json=body.model_dump(), idempotency_key=idempotency_key))
 
     def _stream(self, call: Call) -> Any:
         raise NotImplementedError
+
+
+def _deleted(ids: list[str], bulk: bool) -> Callable[[httpx.Response], list[DocumentDeleted]]:
+    """Reads a forget answer (one ``document.deleted``, or for ``bulk`` a list of them)
+    and checks that it speaks of exactly the ids asked for, in order."""
+
+    def parse(response: httpx.Response) -> list[DocumentDeleted]:
+        if bulk:
+            results = DocumentDeletedList.model_validate(response.json()).data
+        else:
+            results = [DocumentDeleted.model_validate(response.json())]
+        answered = [r.id for r in results]
+        if answered != ids:
+            raise ValueError(f"asked to forget {ids}, the answer is about {answered}")
+        return results
+
+    return parse
 
 
 def _speech_call(text, voice, response_format, speed, sample_rate, idempotency_key) -> Call:
@@ -206,8 +241,12 @@ def _speech_call(text, voice, response_format, speed, sample_rate, idempotency_k
                 idempotency_key=idempotency_key)
 
 
-class _Config:
-    """Settings both clients read: URLs, token, policy, and the per-call headers."""
+class _Calls:
+    """What both clients share: URLs, token, policy, per-call headers, and the call
+    itself (tenacity's retry loop around the client's own ``_attempt``)."""
+
+    _retrying: type[tenacity.BaseRetrying]
+    """tenacity's loop for this client: ``Retrying`` (blocking) or ``AsyncRetrying``."""
 
     def __init__(
         self,
@@ -218,6 +257,18 @@ class _Config:
         self.urls = urls_from_env(urls)
         self.token = token if token is not None else os.environ.get("HER_SERVE_TOKEN", "")
         self.policy = policy or RetryPolicy()
+
+    def _call(self, call: Call) -> Any:
+        """The parsed answer (awaitable on ``AsyncHerClient``)."""
+        return self._send(call, stream=False)
+
+    def _send(self, call: Call, stream: bool):
+        """Every call's retry loop: the parsed answer, or for a stream an ``OpenStream``."""
+        headers = self._headers(call)
+        return retrying(self._retrying)(self._attempt, call, headers, self._attempts(call), stream)
+
+    def _attempt(self, call: Call, headers: dict[str, str], attempts: Attempts, stream: bool):
+        raise NotImplementedError
 
     def _attempts(self, call: Call) -> Attempts:
         policy = self.policy
@@ -234,32 +285,56 @@ class _Config:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
+    def _request(self, call: Call, headers: dict[str, str], attempts: Attempts) -> httpx.Request:
+        """The next attempt's request: its URL and timeouts come from ``attempts``."""
+        url, timeout = attempts.next()
+        return self._http.build_request(call.method, url + call.path, json=call.json,
+                                        files=call.files, data=call.data, headers=headers,
+                                        timeout=timeout)
+
     @staticmethod
-    def _parse(call: Call, response: httpx.Response, headers: dict[str, str]) -> Any:
-        """The parsed answer; a body that breaks the contract is a HerServeError too."""
+    @contextmanager
+    def _transport_failures(attempts: Attempts, headers: dict[str, str]) -> Iterator[None]:
+        """A network failure inside becomes a retry, or the final error."""
+        try:
+            yield
+        except httpx.TransportError as exc:
+            raise attempts.try_again(error=exc, request_id=headers["X-Request-ID"]) from exc
+
+    @staticmethod
+    def _answer(call: Call, response: httpx.Response, headers: dict[str, str],
+                attempts: Attempts) -> Any:
+        """A read response's outcome: the parsed answer, a retry, or the final error."""
+        if not response.is_success:
+            raise attempts.try_again(response=response, request_id=headers["X-Request-ID"])
         try:
             return call.parse(response)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:  # a body that breaks the contract
             raise HerServeError(
                 f"unexpected answer from {call.method} {call.path}: {exc}",
                 status=response.status_code, type="bad_response",
                 url=str(response.request.url), request_id=headers["X-Request-ID"],
             ) from exc
 
-    @staticmethod
-    def _request(http, call: Call, url: str, timeout: httpx.Timeout, headers) -> httpx.Request:
-        return http.build_request(call.method, url + call.path, json=call.json, files=call.files,
-                                  data=call.data, headers=headers, timeout=timeout)
+
+@dataclass(frozen=True)
+class OpenStream:
+    """A stream that answered: its first chunk is in, the rest is not retried."""
+
+    response: httpx.Response
+    chunks: Iterator[bytes] | AsyncIterator[bytes]
+    first: bytes
+    request_id: str
+
+    def broken(self, exc: httpx.TransportError) -> HerServeError:
+        return HerServeError(f"stream broke after the first byte ({type(exc).__name__}: {exc}); "
+                             "not retried", type="connection_error", request_id=self.request_id)
 
 
-def _broken_stream(exc: httpx.TransportError, headers: dict[str, str]) -> HerServeError:
-    return HerServeError(f"stream broke after the first byte ({type(exc).__name__}: {exc}); "
-                         "not retried", type="connection_error",
-                         request_id=headers["X-Request-ID"])
-
-
-class HerClient(_Config, _Endpoints):
+class HerClient(_Calls, _Endpoints):
     """Blocking client. ``with HerClient() as c: c.embed(["hello"])``."""
+
+    _retrying = tenacity.Retrying
 
     def __init__(self, urls: str | list[str] | None = None, token: str | None = None,
                  policy: RetryPolicy | None = None, **httpx_kwargs):
@@ -275,50 +350,38 @@ class HerClient(_Config, _Endpoints):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _send(self, call: Call, headers: dict[str, str], stream: bool):
-        """The retry loop: the response (and for streams its first chunk) once one succeeds."""
-        attempts = self._attempts(call)
-        while True:
-            url, timeout = attempts.next()
-            request = self._request(self._http, call, url, timeout, headers)
-            response = None
+    def _attempt(self, call: Call, headers: dict[str, str], attempts: Attempts, stream: bool):
+        """One try: a successful stream up to its first chunk, anything else read whole."""
+        with self._transport_failures(attempts, headers):
+            response = self._http.send(self._request(call, headers, attempts), stream=stream)
             try:
-                response = self._http.send(request, stream=stream)
-                if response.is_success:
-                    chunks = response.iter_bytes() if stream else None
-                    first = next(chunks, b"") if stream else b""
-                    kept, response = response, None  # the caller closes it
-                    return kept, chunks, first
+                if stream and response.is_success:
+                    chunks = response.iter_bytes()
+                    return OpenStream(response, chunks, next(chunks, b""),
+                                      headers["X-Request-ID"])
                 response.read()
-                delay = attempts.failed(response=response, request_id=headers["X-Request-ID"])
-            except httpx.TransportError as exc:
-                delay = attempts.failed(error=exc, request_id=headers["X-Request-ID"])
-            finally:
-                if response is not None:
-                    response.close()
-            time.sleep(delay)
-
-    def _call(self, call: Call) -> Any:
-        headers = self._headers(call)
-        response, _, _ = self._send(call, headers, stream=False)
-        return self._parse(call, response, headers)
+            except BaseException:
+                response.close()
+                raise
+        return self._answer(call, response, headers, attempts)
 
     def _stream(self, call: Call) -> Iterator[bytes]:
-        headers = self._headers(call)
-        response, chunks, first = self._send(call, headers, stream=True)
+        opened = self._send(call, stream=True)
         try:
-            if first:
-                yield first
-            yield from chunks
+            if opened.first:
+                yield opened.first
+            yield from opened.chunks
         except httpx.TransportError as exc:
-            raise _broken_stream(exc, headers) from exc
+            raise opened.broken(exc) from exc
         finally:
-            response.close()
+            opened.response.close()
 
 
-class AsyncHerClient(_Config, _Endpoints):
+class AsyncHerClient(_Calls, _Endpoints):
     """Asyncio client: the same methods as ``HerClient``, each awaited
     (``stream_speech`` is an async iterator)."""
+
+    _retrying = tenacity.AsyncRetrying
 
     def __init__(self, urls: str | list[str] | None = None, token: str | None = None,
                  policy: RetryPolicy | None = None, **httpx_kwargs):
@@ -334,43 +397,31 @@ class AsyncHerClient(_Config, _Endpoints):
     async def __aexit__(self, *exc) -> None:
         await self.aclose()
 
-    async def _send(self, call: Call, headers: dict[str, str], stream: bool):
-        """The retry loop: the response (and for streams its first chunk) once one succeeds."""
-        attempts = self._attempts(call)
-        while True:
-            url, timeout = attempts.next()
-            request = self._request(self._http, call, url, timeout, headers)
-            response = None
+    async def _attempt(self, call: Call, headers: dict[str, str], attempts: Attempts,
+                       stream: bool):
+        """One try: a successful stream up to its first chunk, anything else read whole."""
+        with self._transport_failures(attempts, headers):
+            response = await self._http.send(self._request(call, headers, attempts),
+                                             stream=stream)
             try:
-                response = await self._http.send(request, stream=stream)
-                if response.is_success:
-                    chunks = response.aiter_bytes() if stream else None
-                    first = await anext(chunks, b"") if stream else b""
-                    kept, response = response, None  # the caller closes it
-                    return kept, chunks, first
+                if stream and response.is_success:
+                    chunks = response.aiter_bytes()
+                    return OpenStream(response, chunks, await anext(chunks, b""),
+                                      headers["X-Request-ID"])
                 await response.aread()
-                delay = attempts.failed(response=response, request_id=headers["X-Request-ID"])
-            except httpx.TransportError as exc:
-                delay = attempts.failed(error=exc, request_id=headers["X-Request-ID"])
-            finally:
-                if response is not None:
-                    await response.aclose()
-            await asyncio.sleep(delay)
-
-    async def _call(self, call: Call) -> Any:
-        headers = self._headers(call)
-        response, _, _ = await self._send(call, headers, stream=False)
-        return self._parse(call, response, headers)
+            except BaseException:
+                await response.aclose()
+                raise
+        return self._answer(call, response, headers, attempts)
 
     async def _stream(self, call: Call) -> AsyncIterator[bytes]:
-        headers = self._headers(call)
-        response, chunks, first = await self._send(call, headers, stream=True)
+        opened = await self._send(call, stream=True)
         try:
-            if first:
-                yield first
-            async for chunk in chunks:
+            if opened.first:
+                yield opened.first
+            async for chunk in opened.chunks:
                 yield chunk
         except httpx.TransportError as exc:
-            raise _broken_stream(exc, headers) from exc
+            raise opened.broken(exc) from exc
         finally:
-            await response.aclose()
+            await opened.response.aclose()

@@ -2,8 +2,9 @@
 
 Ray Serve does not retry a request a replica already accepted, so the client
 must. The decisions live here, free of I/O: ``RetryPolicy`` says how long and
-how often, and ``Attempts`` walks one call through it. The sync and async
-clients only run the small loop that sends, reports the outcome and sleeps.
+how often, and ``Attempts`` walks one call through it. The loop that repeats an
+attempt and sleeps is tenacity's (``retrying``), the same for the sync and the
+async client; each client only writes one attempt's I/O.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+import tenacity
 
 
 class HerServeError(Exception):
@@ -205,6 +207,10 @@ class Attempts:
             return 0.0
         return self.policy.backoff_s(self.made - 1, self.rng)
 
+    def try_again(self, **failure) -> "TryAgainIn":
+        """``failed``'s decision as what an attempt raises: tenacity sleeps and tries again."""
+        return TryAgainIn(self.failed(**failure))
+
     def _transport_failure(self, error: BaseException | None, request_id: str | None):
         kind = "timeout" if isinstance(error, httpx.TimeoutException) else "connection_error"
         url = str(error.request.url) if _has_request(error) else None
@@ -230,3 +236,24 @@ def _has_request(error: BaseException | None) -> bool:
         return error is not None and error.request is not None  # type: ignore[union-attr]
     except RuntimeError:  # httpx raises when the error was made without a request
         return False
+
+
+class TryAgainIn(tenacity.TryAgain):
+    """Raised by a failed attempt that ``Attempts`` says to retry after ``delay_s``."""
+
+    def __init__(self, delay_s: float):
+        super().__init__(delay_s)
+        self.delay_s = delay_s
+
+
+def retrying(kind: type[tenacity.BaseRetrying]) -> tenacity.BaseRetrying:
+    """The retry loop, ``tenacity.Retrying`` or ``AsyncRetrying``, new for each call
+    (tenacity keeps a loop's state on the instance, per thread: concurrent
+    coroutines must not share one).
+
+    It retries exactly the attempts that raise ``TryAgainIn``, after their delay.
+    Giving up is ``Attempts``' decision (it raises the final error), so tenacity
+    never stops on its own, and any other exception passes straight through.
+    """
+    return kind(retry=tenacity.retry_never, stop=tenacity.stop_never,
+                wait=lambda state: state.outcome.exception().delay_s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from rich.console import Group
 from rich.table import Table
 
-from graphs.schemas import ClusterStatus, NodeBudget
+from api.schemas import ClusterStatus, NodeBudget
 
 HEALTHY = {"HEALTHY", "RUNNING"}
 

@@ -10,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from graphs.schemas import ModelList
+from api.schemas import ModelList
 
 PREVIEW = 60
 """Characters of a text shown in a table cell."""
@@ -91,7 +91,7 @@ def embeddings_table(texts: list[str], vectors: list[list[float]], preview: int 
 
 
 def capacity_tables(loads: list) -> list[Table]:
-    """One table per node from ``cluster.capacity.plan``: what could land there, and the verdict."""
+    """One table per node from ``topology.capacity.plan``: what could land there, and the verdict."""
     tables = []
     for load in loads:
         node = load.node

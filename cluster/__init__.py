@@ -1,1 +1,2 @@
-"""Node definitions, capacity planning, start scripts and the local two-node cluster."""
+"""Start scripts, the capacity planner's command line, the local two-node cluster,
+and the sandbox tests and benchmarks run on."""

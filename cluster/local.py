@@ -30,7 +30,8 @@ import httpx
 import psutil
 import yaml
 
-from cluster.nodes import GCS_PORT, load_nodes, ray_start_args
+from cluster.start_node import GCS_PORT, ray_start_args
+from topology.nodes import load_nodes
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ import httpx
 import yaml
 
 from cluster.local import HEALTH_ENV
-from cluster.nodes import load_nodes
+from topology.nodes import load_nodes
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start this machine as a node of the real cluster, as cluster/nodes.yaml defines it.
+# Start this machine as a node of the real cluster, as topology/nodes.yaml defines it.
 #   cluster/start_node.sh titan                  # the head (GCS on 6390: Redis owns 6379)
 #   HEAD=<titan-ip>:6390 cluster/start_node.sh panda
 # Ray 2.60 cluster token auth: every node and every ray/serve command needs the
@@ -29,6 +29,6 @@ else
   export RAY_gcs_rpc_server_reconnect_timeout_s=${RAY_gcs_rpc_server_reconnect_timeout_s:-3600}
 fi
 cd "$(dirname "$0")/.."
-cmd=$(python3 -m cluster.nodes "$node" "${HEAD:-}")
+cmd=$(python3 -m cluster.start_node "$node" "${HEAD:-}")
 echo "+ $cmd"
 eval "$cmd"

@@ -2,7 +2,7 @@
 
 Plain dataclasses (Ray pickles them between processes). Where an HTTP answer
 has the same shape (search hits, graph entities, spans, replica info),
-``graphs/schemas.py`` uses these types directly; routes build the other
+``api/schemas.py`` uses these types directly; routes build the other
 shapes from them with ``model_validate(..., from_attributes=True)``. No numpy
 at import: the client imports the schemas.
 """

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Profile = Literal["auto", "gpu", "cpu"]
+from topology.serve_config import Profile
 
 DEFAULT_MODEL_CACHE = Path.home() / ".cache" / "her-serve" / "models"
 """Where production weights live unless SERVE_MODEL_CACHE says otherwise (engines default to it)."""

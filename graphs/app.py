@@ -14,7 +14,6 @@ import logging
 
 from ray.serve import Application
 
-from cluster.nodes import load_nodes
 from deployments.declaration import GraphDeclaration, ModelDeclaration
 from deployments.registry import MODELS, of_task
 from deployments.settings import Settings
@@ -22,8 +21,9 @@ from graphs.gateway import Gateway
 from graphs.ingest import INGEST
 from graphs.placement import NodeViews, narrowed, probe_nodes, why_nowhere
 from graphs.retrieval import RETRIEVAL
-from graphs.topology import AppArgs, DeploymentSpec
 from graphs.voice import VOICE
+from topology.nodes import load_nodes
+from topology.serve_config import AppArgs, DeploymentSpec
 
 log = logging.getLogger("ray.serve")
 

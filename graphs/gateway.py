@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from cluster.nodes import Node
+from api.schemas import ErrorResponse
 from deployments.logs import install_redaction
 from deployments.metrics import GPUMemoryExceeded, ModelUnavailable
 from deployments.profile import current_placement
@@ -44,10 +44,10 @@ from graphs.metrics import RouteMetrics
 from graphs.routes import (
     documents, embeddings, models, ner, retrieval, speech, status, transcription, voice,
 )
-from graphs.schemas import ErrorResponse
 from graphs.services import Services
-from graphs.topology import AppArgs
 from graphs.voice import TurnRefused
+from topology.nodes import Node
+from topology.serve_config import AppArgs
 
 log = logging.getLogger("ray.serve")
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from graphs.schemas import ErrorDetail, ErrorResponse
+from api.schemas import ErrorDetail, ErrorResponse
 
 log = logging.getLogger("ray.serve")
 

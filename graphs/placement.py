@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from deployments.declaration import Availability
 from deployments.settings import Settings
-from graphs.topology import DeploymentSpec
+from topology.serve_config import DeploymentSpec
 
 log = logging.getLogger("ray.serve")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from graphs.http import EdgeRoute, body_limit, validate
-from graphs.ingest import INGEST
-from graphs.schemas import (
+from api.schemas import (
     DeleteDocumentsRequest, DocumentDeleted, DocumentDeletedList, DocumentPath,
 )
+from graphs.http import EdgeRoute, body_limit, validate
+from graphs.ingest import INGEST
 from graphs.services import Services, ServicesDep
 
 DELETE_MAX_BYTES = 128 * 1024  # 256 ids of 256 characters, JSON-escaped

@@ -6,10 +6,10 @@ import base64
 
 from fastapi import APIRouter
 
+from api.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
 from deployments.embedding import EMBEDDER
 from deployments.registry import of_task
 from graphs.http import APIError, EdgeRoute, body_limit
-from graphs.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
 from graphs.services import Services, ServicesDep, SettingsDep
 
 DEFAULT_EMBEDDER = EMBEDDER.name

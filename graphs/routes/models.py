@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api.schemas import Health, ModelCard, ModelList
 from deployments.results import ReplicaInfo
 from graphs.http import EdgeRoute
-from graphs.schemas import Health, ModelCard, ModelList
 from graphs.services import ServicesDep, SettingsDep
 
 router = APIRouter(route_class=EdgeRoute, tags=["models"])

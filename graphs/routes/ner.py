@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api.schemas import NerRequest, NerResponse, NerResult
 from deployments.ner import NER
 from graphs.http import APIError, EdgeRoute, body_limit
-from graphs.schemas import NerRequest, NerResponse, NerResult
 from graphs.services import ServicesDep, SettingsDep
 
 MAX_BODY_BYTES = 2 * 1024 * 1024

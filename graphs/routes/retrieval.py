@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api.schemas import IngestRequest, IngestResponse, RetrieveRequest, RetrieveResponse
 from graphs.http import APIError, EdgeRoute, body_limit
 from graphs.ingest import INGEST
 from graphs.retrieval import RETRIEVAL
-from graphs.schemas import IngestRequest, IngestResponse, RetrieveRequest, RetrieveResponse
 from graphs.services import ServicesDep, SettingsDep
 
 RETRIEVE_MAX_BYTES = 64 * 1024

@@ -24,6 +24,9 @@ from typing import Annotated, AsyncIterator
 from fastapi import APIRouter, Depends
 from starlette.responses import Response, StreamingResponse
 
+from api.schemas import (
+    CancelResponse, ChatterboxTTSRequest, SpeechRequest, VoiceCard, VoiceList,
+)
 from deployments import audio
 from deployments.chatterbox import CHATTERBOX
 from deployments.registry import of_task
@@ -32,9 +35,6 @@ from deployments.settings import SpeechSettings
 from deployments.text import CancelKey, SynthesisCancelled, clean_text, tts_sentences
 from graphs.failover import SpeechStream
 from graphs.http import APIError, EdgeRoute, body_limit
-from graphs.schemas import (
-    CancelResponse, ChatterboxTTSRequest, SpeechRequest, VoiceCard, VoiceList,
-)
 from graphs.services import Services, ServicesDep, SettingsDep
 
 MAX_BODY_BYTES = 64 * 1024

@@ -2,7 +2,7 @@
 
 Everything comes from live sources (Ray's node table, Serve's status, each
 replica's ``info()``), next to what ``serve_config.yaml`` declares and what the
-capacity planner (``cluster.capacity.plan``) allows per node.
+capacity planner (``topology.capacity.plan``) allows per node.
 """
 
 from __future__ import annotations
@@ -15,20 +15,20 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from fastapi import APIRouter, Request
 
-from cluster.capacity import plan
-from cluster.nodes import Node
-from deployments.results import ReplicaInfo
-from graphs.schemas import (
+from api.schemas import (
     BudgetRow,
     ClusterStatus,
     DeploymentStatus,
     NodeBudget,
     NodeStatus,
 )
+from deployments.results import ReplicaInfo
 from graphs.http import EdgeRoute
 from graphs.placement import NOT_PROBED
 from graphs.services import ServicesDep
-from graphs.topology import AppArgs
+from topology.capacity import plan
+from topology.nodes import Node
+from topology.serve_config import AppArgs
 
 
 router = APIRouter(route_class=EdgeRoute, tags=["status"])

@@ -10,13 +10,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from deployments.results import Segment
-from deployments.stt import WHISPER
-from graphs.http import EdgeRoute, multipart_body, read_audio_form
-from graphs.schemas import (
+from api.schemas import (
     Transcription, TranscriptionForm, TranscriptionSegment, TranscriptionVerbose,
     TranscriptionWord,
 )
+from deployments.results import Segment
+from deployments.stt import WHISPER
+from graphs.http import EdgeRoute, multipart_body, read_audio_form
 from graphs.services import ServicesDep, SettingsDep
 
 router = APIRouter(route_class=EdgeRoute, tags=["audio"])

@@ -16,8 +16,8 @@ import uuid
 from fastapi import APIRouter, Request
 from starlette.responses import StreamingResponse
 
+from api.schemas import VoiceCancelRequest, VoiceCancelResponse, VoiceTurnForm
 from graphs.http import APIError, EdgeRoute, body_limit, multipart_body, read_audio_form
-from graphs.schemas import VoiceCancelRequest, VoiceCancelResponse, VoiceTurnForm
 from graphs.services import ServicesDep, SettingsDep
 from graphs.voice import VOICE as VOICE_GRAPH
 

@@ -11,10 +11,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
+from api.schemas import ClusterStatus
 from clients.status_view import render_capacity, render_status
 from cluster.sandbox import serve_args as load_serve_args
-from graphs.schemas import ClusterStatus
-from graphs.topology import AppArgs
+from topology.serve_config import AppArgs
 
 GIB = 1024**3
 
@@ -74,8 +74,8 @@ def test_status_deployments_match_serve_and_the_config(serve_cluster, status):
 
 
 def test_status_budget_is_the_planner_next_to_running_replicas(status):
-    from cluster.capacity import plan
-    from cluster.nodes import load_nodes
+    from topology.capacity import plan
+    from topology.nodes import load_nodes
 
     topology = AppArgs.model_validate(load_serve_args())
     planned = {l.node.name: l for l in plan(topology, load_nodes())}

@@ -8,9 +8,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from cluster.capacity import check_files, main, plan
-from cluster.nodes import load_nodes
-from graphs.topology import AppArgs, DeploymentSpec, load_app_args
+from cluster.capacity import main
+from topology.capacity import check_files, plan
+from topology.nodes import load_nodes
+from topology.serve_config import AppArgs, DeploymentSpec, load_app_args
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "serve_config.yaml"

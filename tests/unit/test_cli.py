@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from clients import tables
 from clients.cli import app
-from cluster.nodes import NODES_FILE
+from topology.nodes import NODES_FILE
 
 runner = CliRunner()
 

@@ -7,6 +7,7 @@ a broken stream) and records every attempt's headers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import socket
@@ -387,3 +388,13 @@ async def test_async_stream_retries_before_the_first_byte(fake):
     async with AsyncHerClient(urls=[server.url], policy=FAST) as client:
         chunks = [c async for c in client.stream_speech("hi", voice="v")]
     assert b"".join(chunks) == b"abcdefghi" and len(set(server.keys())) == 1
+
+
+async def test_concurrent_async_calls_each_retry_on_their_own(fake):
+    """One client, two calls in flight: each keeps its own key and its own attempts."""
+    server = fake([("status", 503, {}), ("status", 503, {}), ("status", 503, {})])
+    async with AsyncHerClient(urls=[server.url], policy=FAST) as client:
+        first, second = await asyncio.gather(client.embed("a"), client.embed("b"))
+    assert first == second == [[1.0, 0.0], [0.0, 1.0]]
+    keys = server.keys()
+    assert len(keys) == 5 and len(set(keys)) == 2  # 3 failures + 2 successes, two calls

@@ -190,7 +190,7 @@ def test_strict_json_refuses(raw, problem):
 
 
 def test_a_stored_document_never_breaks_a_read():
-    from graphs.schemas import RetrievedDocument, RetrieveResponse
+    from api.schemas import RetrievedDocument, RetrieveResponse
 
     deep: dict = {}
     cursor = deep
@@ -212,7 +212,7 @@ def test_a_stored_document_never_breaks_a_read():
 def test_ingest_metadata_is_bounded(metadata, problem):
     from pydantic import ValidationError
 
-    from graphs.schemas import IngestDocument
+    from api.schemas import IngestDocument
 
     with pytest.raises(ValidationError, match=problem):
         IngestDocument(id="a", text="t", metadata=metadata)

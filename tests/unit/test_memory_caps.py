@@ -7,12 +7,12 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from cluster.capacity import plan
-from cluster.nodes import load_nodes
-from tests.conftest import REPO
 from deployments.metrics import GPUMemoryExceeded, ReplicaMetrics, error_kind
 from deployments.runtime import GIB, cap_fraction, cap_gpu_memory
-from graphs.topology import AppArgs, DeploymentSpec, load_app_args
+from tests.conftest import REPO
+from topology.capacity import plan
+from topology.nodes import load_nodes
+from topology.serve_config import AppArgs, DeploymentSpec, load_app_args
 
 
 def serve_args() -> AppArgs:

@@ -13,7 +13,7 @@ from deployments.metrics import ModelUnavailable
 from deployments.piper import PIPER
 from deployments.settings import Settings
 from graphs.placement import NOT_PROBED, check_here, narrowed, why_nowhere, with_fallback
-from graphs.topology import DeploymentSpec
+from topology.serve_config import DeploymentSpec
 
 
 def test_a_node_reports_each_models_availability_from_its_own_view(tmp_path, monkeypatch):

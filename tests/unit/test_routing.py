@@ -65,7 +65,7 @@ def test_each_call_is_reported_on_its_own_and_the_table_is_bounded():
 
 
 def test_the_router_is_loaded_by_its_import_path_from_graphs():
-    from graphs.topology import DeploymentSpec
+    from topology.serve_config import DeploymentSpec
 
     spec = DeploymentSpec(hosts=["panda", "titan"], routing="preferred_host", num_replicas=2)
     path = spec.ray_options()["request_router_config"]["request_router_class"]

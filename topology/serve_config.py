@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deployments.settings import Profile
+Profile = Literal["auto", "gpu", "cpu"]
+"""Which models a node serves: production weights (gpu), the embedded default (cpu),
+or either by hardware (auto)."""
 
 
 class DeploymentSpec(BaseModel):

@@ -162,7 +162,7 @@ class NodeBudget(BaseModel):
     gpus: int
     gpu_memory_gb: float
     free_gpu_memory_gb: float
-    """GPU memory left for Ray after the node's other users (cluster/nodes.yaml)."""
+    """GPU memory left for Ray after the node's other users (topology/nodes.yaml)."""
     rows: list[BudgetRow]
     problems: list[str] = Field(default_factory=list)
     """The planner's objections for this node (empty: fits)."""
