@@ -26,7 +26,7 @@ from deployments.stores import StoreUnavailable
 from graphs.http import APIError, RouteTimeout, TokenAuth
 from graphs.metrics import RouteMetrics
 from graphs.routes import (
-    embeddings, models, ner, retrieval, speech, status, transcription, voice,
+    embeddings, models, ner, retrieval, speech, status, transcription, ui, voice,
 )
 from graphs.services import Services
 from graphs.topology import AppArgs
@@ -68,7 +68,9 @@ def build_http_app(
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return APIError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
 
+    page = ui.load_assets()
     routes = [
+        *ui.routes(page),
         *models.routes(services, token_configured=bool(settings.auth.token)),
         *embeddings.routes(services, settings.embedding),
         *ner.routes(services, settings.ner),
@@ -82,7 +84,7 @@ def build_http_app(
         routes=routes,
         middleware=[
             Middleware(RouteMetrics, routes=routes),
-            Middleware(TokenAuth, token=settings.auth.token),
+            Middleware(TokenAuth, token=settings.auth.token, open_paths=ui.open_paths(page)),
             Middleware(
                 RouteTimeout,
                 default_s=settings.http.route_timeout_s,

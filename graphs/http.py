@@ -135,20 +135,23 @@ def validate(model: type[M], data: object) -> M:
 class TokenAuth:
     """ASGI middleware: a bearer or X-Internal-Token for every path but the open ones.
 
+    Open are ``/health`` and the exact paths in ``open_paths`` (the page and its
+    files): whole paths compared as they are routed, never a prefix.
     Without a configured token only loopback clients are served, so an
     unconfigured cluster is never open to the network.
     """
 
     OPEN_PATHS = frozenset({"/health"})
 
-    def __init__(self, app: ASGIApp, token: str):
+    def __init__(self, app: ASGIApp, token: str, open_paths: frozenset[str] = frozenset()):
         self.app = app
         self.token = token.encode()
+        self.open_paths = self.OPEN_PATHS | open_paths
         if not token:
             log.warning("no SERVE_AUTH__TOKEN configured: serving loopback clients only")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         error = self._check(scope)
