@@ -294,7 +294,6 @@ function turnView() {
   view.innerHTML = `<p class="transcript pending">…</p><p class="reply"></p>
     <p class="notes"></p><dl class="timings"></dl>`;
   conversation.append(view);
-  view.scrollIntoView({ block: "end", behavior: "smooth" });
   return view;
 }
 
@@ -367,6 +366,11 @@ async function readFrames(body, onFrame) {
 }
 
 function show(turn, frame) {
+  showFrame(turn, frame);
+  conversation.scrollTop = conversation.scrollHeight; // keep the latest words in sight
+}
+
+function showFrame(turn, frame) {
   const view = turn.view;
   const reply = view.querySelector(".reply");
   if (frame.type === "transcript") {

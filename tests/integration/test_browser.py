@@ -67,7 +67,7 @@ def test_a_spoken_question_is_answered_aloud_and_a_second_press_interrupts(
     serve_cluster, browser, microphone, tmp_path
 ):
     _, question_s = microphone
-    page = browser.new_page(viewport={"width": 412, "height": 860}, is_mobile=True, has_touch=True)
+    page = browser.new_page(viewport={"width": 412, "height": 915}, is_mobile=True, has_touch=True)
     requests = []
     page.on("request", lambda r: requests.append(r))
     page.goto(f"{serve_cluster.base_url}/")
@@ -133,6 +133,7 @@ def test_a_spoken_question_is_answered_aloud_and_a_second_press_interrupts(
     assert api_calls and all(r.headers.get("authorization") == f"Bearer {TEST_TOKEN}"
                              for r in api_calls)
 
+    page.click("#options summary")  # folded again, for the picture
     shot = Path(os.environ.get("UI_SCREENSHOT") or tmp_path / "ui-turn.png")
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 0
