@@ -50,6 +50,7 @@ let tokenWaiters = [];
 
 function askToken(reason) {
   if (reason) $("token-reason").textContent = reason;
+  setStatus("Waiting for the token");
   if (!$("token-dialog").open) $("token-dialog").showModal();
   return new Promise((resolve) => tokenWaiters.push(resolve));
 }
