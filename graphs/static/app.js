@@ -1,8 +1,9 @@
 // Push-to-talk against this cluster's POST /v1/voice/turn (NDJSON frames, docs/voice.md).
 // Hold the button or the space bar to record; let go to send. The reply plays sentence by
 // sentence as its audio frames arrive; pressing again while it speaks interrupts it.
-// #app exposes what happened for tests: data-state, data-playback, data-samples-scheduled,
-// data-samples-played (both counted over the page session) and data-turns.
+// #app exposes what happened for tests: data-state, data-playback, data-stream (the latest
+// turn's reply still streaming), data-samples-scheduled, data-samples-played (both counted over
+// the page session) and data-turns.
 
 const TOKEN_KEY = "her-serve.token";
 const CHOICE_KEY = "her-serve.voice";
@@ -329,6 +330,7 @@ async function send(samples, rate) {
   const turn = { id, view: turnView(), open: true, stopped: false, abort: new AbortController() };
   current = turn;
   app.dataset.turns = String(Number(app.dataset.turns) + 1);
+  app.dataset.stream = "open";
   setState("thinking");
   const form = new FormData();
   form.append("file", wav(resample(samples, rate, UPLOAD_RATE), UPLOAD_RATE), "question.wav");
@@ -347,6 +349,7 @@ async function send(samples, rate) {
     if (!turn.stopped) note(turn.view, `The turn failed: ${error.message}`, true);
   } finally {
     turn.open = false;
+    if (current === turn) app.dataset.stream = "closed";
     turn.view.querySelector(".transcript").classList.remove("pending");
     finishIfQuiet(turn);
   }

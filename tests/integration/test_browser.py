@@ -25,9 +25,10 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
 QUESTION = "When does the train to the city leave tonight?"
-# Long enough to still be speaking when the test presses again. "[fake:slow]" makes the
-# test suite's fake LLM stream slowly; a real LLM reads it as part of the prompt.
-LONG_ANSWER = "[fake:slow] Answer in five long, complete sentences."
+# Long enough to still be streaming when the test presses again: a story from the embedded
+# LLM; "[fake:slow]" makes a fake LLM (tests/fakes/llm_server.py) stream slowly.
+LONG_ANSWER = ("[fake:slow] You are a storyteller. "
+               "Answer with a long story of many short sentences.")
 FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -101,6 +102,9 @@ def test_a_spoken_question_is_answered_aloud_and_a_second_press_interrupts(
     time.sleep(0.5)  # within the first sentence, even a short one
 
     # Press again (the space bar this time) while it speaks: barge-in.
+    speaking = attributes(page)
+    assert speaking["stream"] == "open", ("the reply ended before the test could interrupt it",
+                                          first.inner_text())
     with page.expect_response(lambda r: r.url.endswith("/v1/voice/cancel")) as cancel:
         page.keyboard.down("Space")
     assert cancel.value.status == 200, cancel.value.text()
