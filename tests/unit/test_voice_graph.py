@@ -18,11 +18,11 @@ def test_sentences_leave_as_soon_as_they_are_complete():
 
 
 def test_a_turn_without_an_llm_or_engine_is_refused_up_front():
-    graph = VoiceGraph.func_or_class(LLMSettings(), SpeechSettings(), stt=None, piper=object())
+    graph = VoiceGraph.func_or_class(LLMSettings(), SpeechSettings(), stt=None, tts={"piper": object()})
     with pytest.raises(TurnRefused, match="SERVE_LLM__URL"):
         graph.check("piper")
     configured = VoiceGraph.func_or_class(
         LLMSettings(url="http://127.0.0.1:9/v1"), SpeechSettings(), stt=None,
-        chatterbox_unavailable="weights absent")
+        tts_unavailable={"chatterbox": "weights absent"})
     with pytest.raises(TurnRefused, match="weights absent"):
         configured.check("chatterbox")
