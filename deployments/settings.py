@@ -51,6 +51,9 @@ class HttpSettings(BaseModel):
         default_factory=lambda: {"/v1/audio/transcriptions": 120.0, "/v1/ingest": 120.0}
     )
     """Longer deadlines by path prefix."""
+    max_header_count: int = 64
+    max_header_bytes: int = 16 * 1024
+    """Request headers beyond these (names and values together) are refused with 431."""
 
 
 class StoreSettings(BaseModel):

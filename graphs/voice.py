@@ -27,6 +27,7 @@ from deployments.stt import WHISPER
 from deployments.settings import LLMSettings, SpeechSettings
 from deployments.text import split_sentences
 from graphs.failover import TTSStream, hedge_policy
+from graphs.http import root_cause, scrub
 from graphs.llm import ChatLLM, LLMError
 from graphs.metrics import record_stage, stage_timer
 from graphs.retrieval import RETRIEVAL
@@ -205,10 +206,10 @@ class VoiceGraph:
             if producer.done() and producer.exception() is not None:
                 raise producer.exception()
         except LLMError as exc:
-            error = {"type": "error", "stage": "llm", "kind": exc.kind, "message": str(exc)}
+            error = {"type": "error", "stage": "llm", "kind": exc.kind, "message": scrub(str(exc))}
         except Exception as exc:  # a TTS failure after failover: reported, never a hang
             log.warning("voice turn %s failed: %s", turn.turn_id, exc)
-            error = {"type": "error", "stage": "tts", "message": str(exc)}
+            error = {"type": "error", "stage": "tts", "message": scrub(str(root_cause(exc)))}
         finally:
             producer.cancel()
             cancel_wait.cancel()

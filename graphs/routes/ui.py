@@ -3,18 +3,17 @@
 The files are read from ``graphs/static/`` once, when the gateway starts. A
 request names one of them exactly, so no request path ever reaches the file
 system (nothing to traverse), and the token check opens exactly these paths
-(``open_paths``). The page's own API calls carry the token (docs/voice.md).
+(``OPEN_PATHS``). The page's own API calls carry the token (docs/voice.md).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from starlette.requests import Request
+from fastapi import APIRouter
 from starlette.responses import Response
-from starlette.routing import Route
 
-from graphs.http import APIError
+from graphs.http import APIError, EdgeRoute
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 INDEX = "index.html"
@@ -46,22 +45,20 @@ def load_assets(folder: Path = STATIC_DIR) -> dict[str, Response]:
     }
 
 
-def open_paths(assets: dict[str, Response]) -> frozenset[str]:
-    """The exact paths these routes answer, for TokenAuth's open set."""
-    return frozenset({"/", *(f"/static/{name}" for name in assets)})
+ASSETS = load_assets()
+OPEN_PATHS = frozenset({"/", *(f"/static/{name}" for name in ASSETS)})
+"""The exact paths these routes answer, opened by the gateway's TokenAuth."""
+
+router = APIRouter(route_class=EdgeRoute, include_in_schema=False)
 
 
-def routes(assets: dict[str, Response]) -> list[Route]:
-    async def index(_: Request) -> Response:
-        return assets[INDEX]
+@router.get("/")
+async def index() -> Response:
+    return ASSETS[INDEX]
 
-    async def static(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name not in assets:
-            raise APIError(404, f"no static file {name!r}", code="not_found")
-        return assets[name]
 
-    return [
-        Route("/", index, methods=["GET"]),
-        Route("/static/{name}", static, methods=["GET"]),
-    ]
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    if name not in ASSETS:
+        raise APIError(404, f"no static file {name!r}", code="not_found")
+    return ASSETS[name]

@@ -6,14 +6,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-from starlette.testclient import TestClient
+from fastapi.testclient import TestClient
 
-from graphs.http import APIError, TokenAuth
+from deployments.settings import Settings
+from graphs.gateway import build_http_app
 from graphs.routes import ui
+from graphs.services import Services
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -21,20 +19,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    assets = ui.load_assets()
-
-    async def models(_):
-        return JSONResponse({"object": "list", "data": []})
-
-    async def api_error(_, exc: APIError):
-        return exc.response()
-
-    app = Starlette(
-        routes=[*ui.routes(assets), Route("/v1/models", models)],
-        middleware=[Middleware(TokenAuth, token=TOKEN, open_paths=ui.open_paths(assets))],
-        exception_handlers={APIError: api_error},
-    )
-    with TestClient(app) as c:
+    """The real gateway app (its token rule included), with no model behind it."""
+    app = build_http_app(Services(handles={}, unavailable={}, tasks={}),
+                         Settings(auth={"token": TOKEN}), None, {})
+    with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
 
@@ -54,8 +42,7 @@ def test_the_page_and_its_files_need_no_token(client):
 
 
 def test_only_the_exact_paths_are_open(client):
-    assert ui.open_paths(ui.load_assets()) == {
-        "/", *(f"/static/{p.name}" for p in ui.STATIC_DIR.iterdir())}
+    assert ui.OPEN_PATHS == {"/", *(f"/static/{p.name}" for p in ui.STATIC_DIR.iterdir())}
     assert client.get("/v1/models").status_code == 401
     assert client.get("/v1/models", headers=AUTH).status_code == 200
     for path in ["/static/", "/static", "/static/nope.js", "/static/app.js/", "/static//app.js",
