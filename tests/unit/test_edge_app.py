@@ -187,7 +187,7 @@ def test_strict_json_refuses(raw, problem):
 
 
 def test_a_stored_document_never_breaks_a_read():
-    from graphs.schemas import RetrievedDocument
+    from graphs.schemas import RetrievedDocument, RetrieveResponse
 
     deep: dict = {}
     cursor = deep
@@ -196,7 +196,8 @@ def test_a_stored_document_never_breaks_a_read():
         cursor = cursor["a"]
     doc = RetrievedDocument(id="d\ud800", score=float("nan"), text="t\udfff",
                             metadata={"x": float("inf"), "s": "\ud800", "deep": deep})
-    body = doc.model_dump_json()
+    body = RetrieveResponse(query="q", results=[doc], entities=[], edges=[], related=[],
+                            timings_ms={}).model_dump_json()
     assert '"score":0.0' in body and '"x":null' in body and "\\ud800" not in body
 
 
