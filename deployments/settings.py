@@ -105,6 +105,15 @@ class WhisperSettings(BaseModel):
     """Largest upload (OpenAI's limit)."""
     max_audio_seconds: float = 600.0
     """Longest clip after decoding; longer ones are refused, never cut."""
+    vad: bool = True
+    """Voice activity detection before Whisper (both backends): silence and noise give
+    an empty text at once, instead of invented words after a full decode."""
+    vad_threshold: float = 0.5
+    """Silero speech probability above which a 32 ms window is speech."""
+    vad_min_silence_ms: int = 2000
+    """Silence shorter than this does not split a speech region (faster-whisper's default)."""
+    vad_speech_pad_ms: int = 400
+    """Kept around each speech region, so word edges are not cut."""
 
 
 class KokoroSettings(BaseModel):

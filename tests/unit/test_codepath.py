@@ -16,7 +16,7 @@ import pytest
 from deployments import audio
 from deployments.kokoro import KModelBackend
 from deployments.declaration import Availability
-from deployments.stt import OpenAIWhisperBackend, WhisperEngine
+from deployments.stt import OpenAIWhisperBackend, SpeechDetector, WhisperEngine
 from deployments.settings import WhisperSettings
 from deployments.tts import TTSEngine
 from tests.speechkit import espeak_wav
@@ -39,13 +39,18 @@ def random_whisper():
 
 
 def test_openai_whisper_backend_code_path():
+    """Through the engine, as a GPU node runs it: VAD, then the backend on the speech only."""
     backend = OpenAIWhisperBackend(random_whisper(), "random-tiny", "cpu", sample_len=8)
     engine = WhisperEngine(WhisperSettings(), "cpu")
-    engine.backend = backend
-    clip = audio.decode(espeak_wav("Testing the GPU code path.", 8_000))
+    engine.backend, engine.detector = backend, SpeechDetector(engine.settings)
+    speech = audio.decode(espeak_wav("Testing the GPU code path.", 8_000))
+    lead = np.zeros(5 * speech.rate, np.float32)
+    clip = audio.Audio(np.concatenate([lead, speech.samples]), speech.rate)
     result = engine.transcribe(clip, language="en", words=False)
     assert result.language == "en" and isinstance(result.text, str)
-    assert all(s.end >= s.start for s in result.segments)
+    assert result.segments and all(s.end >= s.start >= 4.5 for s in result.segments)  # mapped back
+    silent = engine.transcribe(audio.Audio(lead, speech.rate), language="en")
+    assert (silent.text, silent.segments) == ("", [])
 
 
 def random_kmodel(tmp_path):
