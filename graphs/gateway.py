@@ -53,7 +53,7 @@ DOCS_ASSETS = "/docs/assets"
 OPEN_PATHS = ("/health", "/docs", "/openapi.json")
 """Served without a token: they hold no data (health, and the API's own description)."""
 OPEN_PREFIXES = (f"{DOCS_ASSETS}/",)
-ROUTERS = (ui, models, embeddings, ner, retrieval, documents, speech, transcription, ui, voice, status)
+ROUTERS = (ui, models, embeddings, ner, retrieval, documents, speech, transcription, voice, status)
 ERROR_RESPONSES = {
     "4XX": {"model": ErrorResponse, "description": "The request was refused (OpenAI's error envelope)."},
     "5XX": {"model": ErrorResponse, "description": "A model or store is unavailable or busy."},
