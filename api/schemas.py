@@ -522,6 +522,8 @@ class VoiceTurnForm(BaseModel):
     k: int = Field(default=3, ge=1, le=20)
     system_prompt: str | None = Field(default=None, max_length=4000)
     language: str | None = None
+    conversation_id: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    """The conversation this turn belongs to (the push-to-talk page keeps one per page session)."""
 
 
 class VoiceCancelRequest(BaseModel):

@@ -42,7 +42,7 @@ from graphs.http import (
 )
 from graphs.metrics import RouteMetrics
 from graphs.routes import (
-    documents, embeddings, models, ner, retrieval, speech, status, transcription, voice,
+    documents, embeddings, models, ner, retrieval, speech, status, transcription, ui, voice,
 )
 from graphs.services import Services
 from graphs.voice import TurnRefused
@@ -55,7 +55,7 @@ DOCS_ASSETS = "/docs/assets"
 OPEN_PATHS = ("/health", "/docs", "/openapi.json")
 """Served without a token: they hold no data (health, and the API's own description)."""
 OPEN_PREFIXES = (f"{DOCS_ASSETS}/",)
-ROUTERS = (models, embeddings, ner, retrieval, documents, speech, transcription, voice, status)
+ROUTERS = (ui, models, embeddings, ner, retrieval, documents, speech, transcription, voice, status)
 ERROR_RESPONSES = {
     "4XX": {"model": ErrorResponse, "description": "The request was refused (OpenAI's error envelope)."},
     "5XX": {"model": ErrorResponse, "description": "A model or store is unavailable or busy."},
@@ -186,8 +186,8 @@ def build_http_app(
     # bounds, auth, deadlines.
     app.add_middleware(RouteTimeout, default_s=settings.http.route_timeout_s,
                        per_prefix=settings.http.route_timeouts)
-    app.add_middleware(TokenAuth, token=settings.auth.token, open_paths=OPEN_PATHS,
-                       open_prefixes=OPEN_PREFIXES)
+    app.add_middleware(TokenAuth, token=settings.auth.token,
+                       open_paths=(*OPEN_PATHS, *ui.OPEN_PATHS), open_prefixes=OPEN_PREFIXES)
     app.add_middleware(HeaderLimits, max_count=settings.http.max_header_count,
                        max_bytes=settings.http.max_header_bytes)
     # FastAPI keeps included routers as nodes; metrics label by the routes themselves.

@@ -19,8 +19,9 @@ SENTENCES = [
 ]
 
 
-def espeak_wav(text: str, rate: int | None = None) -> bytes:
-    """espeak-ng speech as 16-bit mono WAV, resampled with sox to ``rate`` when given.
+def espeak_wav(text: str, rate: int | None = None, pad_s: tuple[float, float] = (0.0, 0.0)) -> bytes:
+    """espeak-ng speech as 16-bit mono WAV, resampled with sox to ``rate`` when given,
+    with ``pad_s`` seconds of silence before and after.
 
     sox runs with -D: its default dither is random noise, which made the same
     test clip transcribe differently from run to run.
@@ -30,11 +31,14 @@ def espeak_wav(text: str, rate: int | None = None) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
         subprocess.run(["espeak-ng", "-w", str(raw), text], check=True)
-        if rate is None:
+        if rate is None and not any(pad_s):
             return raw.read_bytes()
         if shutil.which("sox") is None:
             pytest.skip("sox is not installed (apt-get install sox)")
-        subprocess.run(["sox", "-D", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(out)], check=True)
+        resample = ["-r", str(rate)] if rate else []
+        pad = ["pad", str(pad_s[0]), str(pad_s[1])] if any(pad_s) else []
+        subprocess.run(["sox", "-D", str(raw), *resample, "-c", "1", "-b", "16", str(out), *pad],
+                       check=True)
         return out.read_bytes()
 
 
