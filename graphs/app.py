@@ -16,7 +16,7 @@ from ray.serve.deployment import Deployment
 
 from cluster.nodes import load_nodes
 from deployments import (
-    chatterbox, embedding, graph_index, kokoro, model_cache, ner, piper, stt, vector_index,
+    chatterbox, embedding, graph_index, kokoro, llm, model_cache, ner, piper, stt, vector_index,
 )
 from deployments.profile import resolve_profile
 from deployments.settings import Settings
@@ -92,7 +92,7 @@ MODEL_DEPLOYMENTS: dict[str, ModelDeployment] = {
     "VoiceGraph": ModelDeployment(
         task="voice", deployment=VoiceGraph, availability=_ready,
         bind_args=lambda s, p: (s.llm, s.speech), uses={"stt": "WhisperSTT"},
-        optional={"kokoro": "KokoroTTS", "piper": "PiperTTS", "chatterbox": "ChatterboxTTS",
+        optional={"llm": "ChatLLM", "kokoro": "KokoroTTS", "piper": "PiperTTS", "chatterbox": "ChatterboxTTS",
                   "retrieval": "RetrievalGraph"},
         model=False,
     ),
@@ -107,6 +107,12 @@ MODEL_DEPLOYMENTS: dict[str, ModelDeployment] = {
         availability=lambda s, p: stt.WhisperEngine(
             s.speech.whisper, p, s.model_cache, s.data_dir).availability(),
         bind_args=lambda s, p: (s.speech.whisper, p, str(s.model_cache), str(s.data_dir)),
+    ),
+    "ChatLLM": ModelDeployment(
+        task="chat",
+        deployment=llm.ChatLLM,
+        availability=lambda s, p: llm.ChatEngine(s.llm, p).availability(),
+        bind_args=lambda s, p: (s.llm, p),
     ),
     "KokoroTTS": ModelDeployment(
         task="tts",

@@ -18,27 +18,25 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from cluster.nodes import Node
+from deployments.llm import LLMError
 from deployments.logs import install_redaction
 from deployments.metrics import GPUMemoryExceeded
 from deployments.profile import current_placement
 from deployments.settings import Settings
 from deployments.stores import StoreUnavailable
-from graphs.http import APIError, RouteTimeout, TokenAuth
+from graphs.http import APIError, RouteTimeout, TokenAuth, root_cause
 from graphs.metrics import RouteMetrics
 from graphs.routes import (
-    embeddings, models, ner, retrieval, speech, status, transcription, voice,
+    chat, embeddings, models, ner, retrieval, speech, status, transcription, voice,
 )
 from graphs.services import Services
 from graphs.topology import AppArgs
 
 log = logging.getLogger("ray.serve")
 
-
-def root_cause(exc: BaseException) -> BaseException:
-    """The replica's own exception inside Ray's RayTaskError wrappers (one per hop)."""
-    while isinstance(getattr(exc, "cause", None), BaseException):
-        exc = exc.cause
-    return exc
+# An LLMError's kind -> (HTTP status, error type): the chat server failed, not the client.
+LLM_ERRORS = {"unreachable": (503, "unavailable"), "timeout": (504, "timeout"),
+              "bad_response": (502, "upstream_error")}
 
 
 def build_http_app(
@@ -64,6 +62,12 @@ def build_http_app(
         return APIError(503, str(root_cause(exc)), type="unavailable", code="store_unavailable",
                         headers={"Retry-After": "5"}).response()
 
+    async def llm_failed(_: Request, exc: LLMError) -> JSONResponse:
+        cause = root_cause(exc)
+        status, type_ = LLM_ERRORS[cause.kind]
+        return APIError(status, cause.message, type=type_, code=f"llm_{cause.kind}",
+                        headers={"Retry-After": "5"}).response()
+
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return APIError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
@@ -76,6 +80,7 @@ def build_http_app(
         *speech.routes(services, settings.speech),
         *transcription.routes(services, settings.speech.whisper),
         *voice.routes(services, settings.speech.whisper),
+        *chat.routes(services, settings.llm),
         *status.routes(services, topology, nodes),
     ]
     return Starlette(
@@ -94,6 +99,7 @@ def build_http_app(
             BackPressureError: backpressure,
             GPUMemoryExceeded: gpu_memory,
             StoreUnavailable: store_down,
+            LLMError: llm_failed,
             Exception: unexpected,
         },
     )

