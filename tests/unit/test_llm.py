@@ -66,7 +66,7 @@ def test_a_stop_string_ends_the_reply_before_it(smollm2):
     full = text_of(collect(smollm2, ChatRequest(QUESTION, max_tokens=40, temperature=0)))
     words = full.split()
     assert len(words) > 6
-    stop = " " + words[5]  # greedy decoding repeats itself: the same reply up to this word
+    stop = words[5]  # greedy decoding repeats itself: the same reply up to this word
     expected = full[: full.index(stop)]
     chunks = collect(smollm2, ChatRequest(QUESTION, max_tokens=40, temperature=0, stop=(stop,)))
     assert text_of(chunks) == expected and stop not in text_of(chunks)
