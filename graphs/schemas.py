@@ -486,7 +486,8 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     """0 is greedy."""
-    stop: Union[str, list[str], None] = None
+    stop: Union[str, list[str], None] = Field(default=None, validate_default=True)
+    """Always a list once validated."""
     user: str | None = Field(default=None, max_length=256)
 
     @field_validator("stop")
