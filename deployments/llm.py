@@ -35,15 +35,31 @@ EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 
 
 class LLMError(Exception):
-    """The chat server failed: unreachable, too slow, or not a chat stream."""
+    """The chat server failed; ``kind`` says how (the voice graph's error frame names it)."""
 
-    def __init__(self, message: str, kind: str):
+    kind = "error"
+
+    def __init__(self, message: str):
         super().__init__(message)
         self.message = message
-        self.kind = kind  # unreachable | timeout | bad_response
 
-    def __reduce__(self):  # crosses Ray handles: keep ``kind`` when pickled
-        return type(self), (self.message, self.kind)
+
+class LLMUnreachable(LLMError):
+    """Refused, or the connection broke mid-stream."""
+
+    kind = "unreachable"
+
+
+class LLMTimeout(LLMError):
+    """No first token, or no next token, in time."""
+
+    kind = "timeout"
+
+
+class LLMBadResponse(LLMError):
+    """An HTTP error status, or a stream that is not chat completion chunks."""
+
+    kind = "bad_response"
 
 
 @dataclass(frozen=True)
@@ -233,7 +249,7 @@ async def _deadlines(items: AsyncIterator, first_s: float, between_s: float) -> 
             return
         except asyncio.TimeoutError:
             what = "first token" if timeout == first_s else "next token"
-            raise LLMError(f"LLM sent no {what} within {timeout:g} s", "timeout") from None
+            raise LLMTimeout(f"LLM sent no {what} within {timeout:g} s") from None
         timeout = between_s
         yield item
 
@@ -275,20 +291,19 @@ class ForwardedChat:
                 if text:
                     yield ChatChunk(text)
             if not saw_chunk:
-                raise LLMError("LLM stream ended without any data", "bad_response")
+                raise LLMBadResponse("LLM stream ended without any data")
             yield ChatChunk(finish_reason=finish or "stop",
                             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                             completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
         except openai.APITimeoutError:
-            raise LLMError("LLM did not answer in time", "timeout") from None
+            raise LLMTimeout("LLM did not answer in time") from None
         except openai.APIConnectionError as exc:  # refused, or the connection broke mid-stream
-            raise LLMError(f"LLM unreachable: {type(exc.__cause__ or exc).__name__}",
-                           "unreachable") from None
+            raise LLMUnreachable(f"LLM unreachable: {type(exc.__cause__ or exc).__name__}") from None
         except openai.APIStatusError as exc:
-            raise LLMError(f"LLM answered HTTP {exc.status_code}: {exc.message[:200]}",
-                           "bad_response") from None
+            raise LLMBadResponse(
+                f"LLM answered HTTP {exc.status_code}: {exc.message[:200]}") from None
         except (openai.APIError, ValueError) as exc:  # an error event, malformed JSON
-            raise LLMError(f"LLM sent a malformed stream: {str(exc)[:200]}", "bad_response") from None
+            raise LLMBadResponse(f"LLM sent a malformed stream: {str(exc)[:200]}") from None
         finally:
             if response is not None:
                 await response.close()
@@ -298,8 +313,8 @@ def _delta(chunk) -> tuple[str, str | None]:
     """(content, finish_reason) of one streamed chunk; LLMError if it is not a chat chunk."""
     choices = getattr(chunk, "choices", None)
     if choices is None:
-        raise LLMError(f"LLM sent a chunk that is not a chat completion: {str(chunk)[:80]!r}",
-                       "bad_response")
+        raise LLMBadResponse(
+            f"LLM sent a chunk that is not a chat completion: {str(chunk)[:80]!r}")
     if not choices:  # the usage chunk
         return "", None
     delta = getattr(choices[0], "delta", None)

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from cluster.nodes import Node
-from deployments.llm import LLMError
+from deployments.llm import LLMBadResponse, LLMError, LLMTimeout, LLMUnreachable
 from deployments.logs import install_redaction
 from deployments.metrics import GPUMemoryExceeded
 from deployments.profile import current_placement
@@ -34,9 +34,9 @@ from graphs.topology import AppArgs
 
 log = logging.getLogger("ray.serve")
 
-# An LLMError's kind -> (HTTP status, error type): the chat server failed, not the client.
-LLM_ERRORS = {"unreachable": (503, "unavailable"), "timeout": (504, "timeout"),
-              "bad_response": (502, "upstream_error")}
+# How the chat server failed -> (HTTP status, error type): the server failed, not the client.
+LLM_ERRORS = {LLMUnreachable: (503, "unavailable"), LLMTimeout: (504, "timeout"),
+              LLMBadResponse: (502, "upstream_error")}
 
 
 def build_http_app(
@@ -64,7 +64,7 @@ def build_http_app(
 
     async def llm_failed(_: Request, exc: LLMError) -> JSONResponse:
         cause = root_cause(exc)
-        status, type_ = LLM_ERRORS[cause.kind]
+        status, type_ = LLM_ERRORS[type(cause)]
         return APIError(status, cause.message, type=type_, code=f"llm_{cause.kind}",
                         headers={"Retry-After": "5"}).response()
 

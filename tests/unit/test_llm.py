@@ -9,7 +9,8 @@ import time
 import pytest
 
 from deployments.llm import (
-    ChatEngine, ChatRequest, EmbeddedChat, ForwardedChat, LLMError, StopText, cpu_threads,
+    ChatEngine, ChatRequest, EmbeddedChat, ForwardedChat, LLMError, LLMTimeout, StopText,
+    cpu_threads,
 )
 from deployments.settings import LLMSettings
 from tests.fakes.llm_server import REPLY, FakeLLM
@@ -197,5 +198,6 @@ def test_an_unreachable_server():
 def test_llm_error_keeps_its_kind_across_pickling():
     import pickle
 
-    err = pickle.loads(pickle.dumps(LLMError("too slow", "timeout")))
-    assert (err.message, err.kind, str(err)) == ("too slow", "timeout", "too slow")
+    err = pickle.loads(pickle.dumps(LLMTimeout("too slow")))
+    assert isinstance(err, LLMError) and (err.message, err.kind, str(err)) == (
+        "too slow", "timeout", "too slow")
