@@ -72,7 +72,7 @@ def vector_stage(path: Path, queries: np.ndarray, reps: int) -> dict:
     for i in range(reps):
         q = queries[i % len(queries)]
         t = time.perf_counter()
-        hits = [h["id"] for h in engine.search(q[None, :], 10)[0]]
+        hits = [h.id for h in engine.search(q[None, :], 10)[0]]
         ours.append(time.perf_counter() - t)
         t = time.perf_counter()
         qhits = [d for d, _ in engine.store.query(q, 10)]

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from ray import serve
 
-from deployments import model_cache
+from deployments.declaration import AVAILABLE, Availability, ModelDeclaration, Weights
 from deployments.profile import resolve_profile
-from deployments.settings import ChatterboxSettings
+from deployments.settings import DEFAULT_MODEL_CACHE, ChatterboxSettings
 from deployments.tts import Job, TTSEngine, TTSReplica
 
 CHATTERBOX_RATE = 24_000
@@ -185,25 +185,41 @@ class ChatterboxEngine(TTSEngine):
         super().__init__()
         self.settings = settings
         self.profile = resolve_profile(profile)
-        self.cache = Path(cache or Path.home() / ".cache" / "her-serve" / "models").expanduser()
+        self.cache = Path(cache or DEFAULT_MODEL_CACHE).expanduser()
         self.references = VoiceReferences(settings.voice_dir)
 
-    def availability(self) -> model_cache.Availability:
-        weights = model_cache.check(self.cache, self.settings.repo)
+    def availability(self) -> Availability:
+        weights = chatterbox_weights(self.settings).check(self.cache)
         if not weights.ok:
             return weights
         if self.profile == "cpu":
-            return model_cache.Availability(False, "Chatterbox runs on GPU nodes only")
-        return model_cache.Availability(True)
+            return Availability(False, "Chatterbox runs on GPU nodes only")
+        return AVAILABLE
+
+    @property
+    def weights_path(self) -> Path:
+        """The folder ``ChatterboxTTS.from_local`` loads."""
+        return chatterbox_weights(self.settings).path(self.cache)
 
     def build_backend(self) -> ChatterboxBackend:
-        repo_dir = model_cache.model_dir(self.cache, self.settings.repo)
-        return ChatterboxBackend.load(repo_dir, self.references, self.settings, self.settings.repo)
+        return ChatterboxBackend.load(self.weights_path, self.references, self.settings, self.settings.repo)
+
+
+def chatterbox_weights(settings: ChatterboxSettings) -> Weights:
+    """What ``ChatterboxTTS.from_local`` reads (chatterbox-tts 0.1.7)."""
+    return Weights(settings.repo, files=("ve.safetensors", "t3_cfg.safetensors",
+                                         "s3gen.safetensors", "tokenizer.json"))
 
 
 @serve.deployment(max_ongoing_requests=16)
 class ChatterboxTTS(TTSReplica):
     """Serves one ChatterboxEngine; max_ongoing_requests > 1 so /cancel is never queued behind a synthesis."""
 
-    def __init__(self, settings: ChatterboxSettings, profile: str, cache: str, gpu_memory_gb: float = 0.0):
-        super().__init__(ChatterboxEngine(settings, profile, Path(cache)), gpu_memory_gb)
+
+CHATTERBOX = ModelDeclaration(
+    name="ChatterboxTTS", task="tts", deployment=ChatterboxTTS,
+    section=lambda s: s.speech.chatterbox,
+    engine=lambda s, profile: ChatterboxEngine(s.speech.chatterbox, profile, s.model_cache),
+    weights=lambda s: (chatterbox_weights(s.speech.chatterbox),),
+    public_name="chatterbox",
+)

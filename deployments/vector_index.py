@@ -17,10 +17,11 @@ from typing import Protocol
 import numpy as np
 from ray import serve
 
-from deployments import model_cache
+from deployments.declaration import AVAILABLE, Availability, ModelDeclaration
 from deployments.profile import resolve_profile
+from deployments.results import EngineInfo, RetrievedDocument
 from deployments.runtime import ModelReplica
-from deployments.settings import StoreSettings
+from deployments.settings import Settings, StoreSettings
 from deployments.stores.qdrant_store import QdrantStore
 from deployments.stores.redis_cache import IndexRefresher
 
@@ -113,13 +114,13 @@ class VectorIndexEngine:
         self.vectors = np.zeros((0, 0), np.float32)
         self.lock = threading.Lock()
 
-    def availability(self) -> model_cache.Availability:
+    def availability(self) -> Availability:
         if self.profile == "gpu":
             try:
                 import cuvs  # noqa: F401
             except ImportError:
-                return model_cache.Availability(False, "cuVS is not installed (pip install '.[gpu]')")
-        return model_cache.Availability(True)
+                return Availability(False, "cuVS is not installed (pip install '.[gpu]')")
+        return AVAILABLE
 
     def load(self) -> None:
         self.store = QdrantStore(
@@ -195,8 +196,8 @@ class VectorIndexEngine:
             return {i: self.payloads[self.rows[i]].get("content_hash", "")
                     for i in ids if i in self.rows}
 
-    def search(self, vectors: np.ndarray, k: int) -> list[list[dict]]:
-        """Per query: up to k hits {id, score, text, metadata}, best first."""
+    def search(self, vectors: np.ndarray, k: int) -> list[list[RetrievedDocument]]:
+        """Per query: up to k hits, best first."""
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k must be between 1 and {MAX_K}")
         queries = np.atleast_2d(np.asarray(vectors, np.float32))
@@ -211,21 +212,24 @@ class VectorIndexEngine:
             scores, idx = self.backend.search(queries, min(k, len(self.ids)))
             return [
                 [
-                    {"id": self.ids[j], "score": float(s), "text": self.payloads[j].get("text", ""),
-                     "metadata": self.payloads[j].get("metadata", {})}
+                    RetrievedDocument(self.ids[j], float(s), self.payloads[j].get("text", ""),
+                              self.payloads[j].get("metadata", {}))
                     for s, j in zip(srow, irow)
                 ]
                 for srow, irow in zip(scores, idx)
             ]
 
-    def info(self) -> dict:
-        return {
-            "model": f"vector-index:{self.stores.collection}",
-            "backend": type(self.backend).__name__,
-            "device": self.backend.device,
-            "documents": len(self.ids),
-            "source": self.stores.qdrant_url or "qdrant-local",
-        }
+    def info(self) -> EngineInfo:
+        return EngineInfo(model=f"vector-index:{self.stores.collection}",
+                          backend=type(self.backend).__name__, device=self.backend.device,
+                          documents=len(self.ids), source=self.stores.qdrant_url or "qdrant-local")
+
+    def probe(self) -> None:
+        """Search for a stored row: it must come back first (nothing to search when empty)."""
+        with self.lock:
+            first = self.vectors[:1].copy() if self.ids else None
+        if first is not None and not self.search(first, 1)[0]:
+            raise RuntimeError("the vector index found nothing for a stored vector")
 
 
 def _normalized(vectors: np.ndarray) -> np.ndarray:
@@ -237,11 +241,11 @@ def _normalized(vectors: np.ndarray) -> np.ndarray:
 class VectorIndex(ModelReplica):
     """Serves one VectorIndexEngine; ingest writes through it, refresh events keep it current."""
 
-    def __init__(self, stores: StoreSettings, data_dir: str, profile: str, gpu_memory_gb: float = 0.0):
-        super().__init__(VectorIndexEngine(stores, Path(data_dir), profile), gpu_memory_gb)
-        self.refresher = IndexRefresher(self.engine, stores, "vector")
+    def __init__(self, make_engine, settings: Settings, profile: str, gpu_memory_gb: float = 0.0):
+        super().__init__(make_engine, settings, profile, gpu_memory_gb)
+        self.refresher = IndexRefresher(self.engine, settings.stores, "vector")
 
-    async def search(self, vectors: np.ndarray, k: int) -> list[list[dict]]:
+    async def search(self, vectors: np.ndarray, k: int) -> list[list[RetrievedDocument]]:
         return await asyncio.to_thread(self.engine.search, vectors, k)
 
     async def upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict]) -> None:
@@ -258,3 +262,10 @@ class VectorIndex(ModelReplica):
 
     def content_hashes(self, ids: list[str]) -> dict[str, str]:
         return self.engine.content_hashes(ids)
+
+
+VECTOR_INDEX = ModelDeclaration(
+    name="VectorIndex", task="vector-index", deployment=VectorIndex,
+    section=lambda s: s.stores,
+    engine=lambda s, profile: VectorIndexEngine(s.stores, s.data_dir, profile),
+)

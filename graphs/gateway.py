@@ -22,6 +22,7 @@ from deployments.llm import LLMBadResponse, LLMError, LLMTimeout, LLMUnreachable
 from deployments.logs import install_redaction
 from deployments.metrics import GPUMemoryExceeded
 from deployments.profile import current_placement
+from deployments.results import ReplicaInfo
 from deployments.settings import Settings
 from deployments.stores import StoreUnavailable
 from graphs.http import APIError, RouteTimeout, TokenAuth, root_cause
@@ -142,6 +143,6 @@ class Gateway:
     def __serve_build_asgi_app__(self) -> OwnErrors:
         return OwnErrors(build_http_app(self.services, self.settings, self.topology, self.nodes))
 
-    def info(self) -> dict:
+    def info(self) -> ReplicaInfo:
         """Where this replica runs, in the shape model replicas report (for /v1/status)."""
-        return {**current_placement().to_dict(), "backend": "Starlette", "device": "cpu"}
+        return ReplicaInfo(backend="Starlette", device="cpu", **current_placement().to_dict())

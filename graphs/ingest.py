@@ -22,13 +22,15 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.declaration import GraphDeclaration
+from deployments.ner import NER
 from deployments.profile import current_placement
-
+from deployments.results import IngestResult, ReplicaInfo
 from deployments.settings import NerSettings, StoreSettings
 from deployments.stores import DocumentRecord, Mention
 from deployments.stores.postgres import PostgresStore
 from deployments.stores.redis_cache import RedisCache, embed_with_cache
-from graphs.retrieval import elapsed_ms
+from graphs.retrieval import RETRIEVAL_USES, elapsed_ms
 
 log = logging.getLogger("ray.serve")
 
@@ -67,21 +69,20 @@ class IngestGraph:
         )
         self.model_id: str | None = None
 
-    async def ingest(self, documents: list[dict]) -> dict:
+    async def ingest(self, documents: list[dict]) -> IngestResult:
         timings, start = {}, time.perf_counter()
         docs = [DocumentRecord(d["id"], d["text"], {**d["metadata"], "kind": d["kind"]})
                 for d in documents]
         stored = await self._stored_hashes([d.id for d in docs])
         todo = [d for d in docs if stored.get(d.id) != d.content_hash]
         unchanged = [d.id for d in docs if stored.get(d.id) == d.content_hash]
-        result = {"written": [d.id for d in todo], "unchanged": unchanged, "entities": 0,
-                  "entities_skipped": None, "refresh": "none", "timings_ms": timings}
+        result = IngestResult([d.id for d in todo], unchanged, timings_ms=timings)
         if not todo:
             timings["total"] = elapsed_ms(start)
             return result
         t = time.perf_counter()
-        result["entities_skipped"] = await self._extract(todo)
-        result["entities"] = sum(len(d.mentions) for d in todo)
+        result.entities_skipped = await self._extract(todo)
+        result.entities = sum(len(d.mentions) for d in todo)
         timings["ner"] = elapsed_ms(t)
         t = time.perf_counter()
         vectors = await self._embed([d.text for d in todo])
@@ -89,7 +90,7 @@ class IngestGraph:
         t = time.perf_counter()
         await self._write(todo, vectors)
         timings["write"] = elapsed_ms(t)
-        result["refresh"] = await self._notify([d.id for d in todo])
+        result.refresh = await self._notify([d.id for d in todo])
         timings["total"] = elapsed_ms(start)
         return result
 
@@ -108,17 +109,17 @@ class IngestGraph:
         )
         for doc, found in zip(docs, spans):
             doc.mentions = [
-                Mention(s["text"], s["label"], s["start"], s["end"], s["score"]) for s in found
+                Mention(s.text, s.label, s.start, s.end, s.score) for s in found
             ]
         return None
 
     async def _embed(self, texts: list[str]):
         """Document embeddings (float32 array), from the Redis cache where present."""
         if self.model_id is None:
-            self.model_id = (await self.embedder.info.remote())["model"]
+            self.model_id = (await self.embedder.info.remote()).model
 
         async def compute(missing: list[str]):
-            return (await self.embedder.embed.remote(missing))["vectors"]
+            return (await self.embedder.embed.remote(missing)).vectors
 
         return await embed_with_cache(self.redis, self.model_id, texts, compute)
 
@@ -176,6 +177,12 @@ class IngestGraph:
         await self.graph.broadcast("refresh", ids).results_async(timeout_s=30)
         return "direct"
 
-    def info(self) -> dict:
-        return {"model": "ingest", "backend": "IngestGraph", "device": "cpu",
-                **current_placement().to_dict()}
+    def info(self) -> ReplicaInfo:
+        return ReplicaInfo(model="ingest", backend="IngestGraph", device="cpu",
+                           **current_placement().to_dict())
+
+
+INGEST = GraphDeclaration(
+    name="IngestGraph", task="ingest", deployment=IngestGraph,
+    bind_args=lambda s: (s.stores, s.ner), uses=RETRIEVAL_USES, optional={"ner": NER.name},
+)

@@ -11,7 +11,12 @@ import time
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.declaration import GraphDeclaration
+from deployments.embedding import EMBEDDER
+from deployments.graph_index import GRAPH_INDEX
 from deployments.profile import current_placement
+from deployments.results import ReplicaInfo, Retrieval
+from deployments.vector_index import VECTOR_INDEX
 
 
 def elapsed_ms(start: float) -> float:
@@ -25,21 +30,29 @@ class RetrievalGraph:
         self.vectors = vectors
         self.graph = graph
 
-    async def retrieve(self, query: str, k: int, hops: int, labels: list[str] | None) -> dict:
+    async def retrieve(self, query: str, k: int, hops: int, labels: list[str] | None) -> Retrieval:
         """Ranked hits (exact vector order), their entity neighbourhood, per-stage timings."""
         timings, start = {}, time.perf_counter()
         t = time.perf_counter()
         embedded = await self.embedder.embed.remote([query], True, None)
         timings["embed"] = elapsed_ms(t)
         t = time.perf_counter()
-        hits = (await self.vectors.search.remote(embedded["vectors"], k))[0]
+        hits = (await self.vectors.search.remote(embedded.vectors, k))[0]
         timings["vector"] = elapsed_ms(t)
         t = time.perf_counter()
-        expansion = await self.graph.expand.remote([h["id"] for h in hits], hops, labels)
+        expansion = await self.graph.expand.remote([h.id for h in hits], hops, labels)
         timings["graph"] = elapsed_ms(t)
         timings["total"] = elapsed_ms(start)
-        return {"query": query, "results": hits, **expansion, "timings_ms": timings}
+        return Retrieval(query, hits, expansion, timings)
 
-    def info(self) -> dict:
-        return {"model": "retrieval", "backend": "RetrievalGraph", "device": "cpu",
-                **current_placement().to_dict()}
+    def info(self) -> ReplicaInfo:
+        return ReplicaInfo(model="retrieval", backend="RetrievalGraph", device="cpu",
+                           **current_placement().to_dict())
+
+
+RETRIEVAL_USES = {
+    "embedder": EMBEDDER.name, "vectors": VECTOR_INDEX.name, "graph": GRAPH_INDEX.name,
+}
+RETRIEVAL = GraphDeclaration(
+    name="RetrievalGraph", task="retrieval", deployment=RetrievalGraph, uses=RETRIEVAL_USES,
+)

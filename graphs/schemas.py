@@ -10,6 +10,10 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from deployments.results import (
+    EntitySpan, GraphEdge, GraphEntity, RelatedDocument, ReplicaInfo, RetrievedDocument,
+)
+
 
 class ErrorDetail(BaseModel):
     message: str
@@ -105,31 +109,13 @@ class NodeStatus(BaseModel):
     """Logical GPUs the node offers to Ray."""
 
 
-class ReplicaStatus(BaseModel):
-    """One live replica, from its own ``info()``."""
-
-    host: str | None = None
-    node_id: str | None = None
-    pid: int | None = None
-    model: str | None = None
-    backend: str | None = None
-    device: str | None = None
-    gpu_memory_gb: float | None = None
-    """Declared cap (serve_config.yaml)."""
-    gpu_memory_capped: bool = False
-    """True where the cap is enforced (a CUDA device); False on CPU."""
-    gpu_memory_used_gb: float | None = None
-    """Measured by torch in the replica; None without CUDA."""
-    error: str | None = None
-
-
 class DeploymentStatus(BaseModel):
     name: str
     status: str
     """Serve's deployment status (HEALTHY, UPDATING, UNHEALTHY...) or NOT_STARTED."""
     message: str = ""
     replica_states: dict[str, int] = Field(default_factory=dict)
-    replicas: list[ReplicaStatus] = Field(default_factory=list)
+    replicas: list[ReplicaInfo] = Field(default_factory=list)
     """Per-replica detail for model deployments (the gateway reports counts only)."""
     num_gpus: float = 0.0
     """Declared GPU reservation per replica."""
@@ -201,16 +187,6 @@ class NerRequest(BaseModel):
         return [_not_blank(v) for v in values]
 
 
-class EntitySpan(BaseModel):
-    text: str
-    label: str
-    score: float
-    start: int
-    """Character offset of the span's first character."""
-    end: int
-    """Character offset just past the span."""
-
-
 class NerResult(BaseModel):
     index: int
     entities: list[EntitySpan]
@@ -233,36 +209,6 @@ class RetrieveRequest(BaseModel):
     """Keep only entities with these labels (from the server's NER label set)."""
 
     _query = field_validator("query")(classmethod(lambda cls, v: _not_blank(v)))
-
-
-class RetrievedDocument(BaseModel):
-    id: str
-    score: float
-    """Cosine similarity to the query."""
-    text: str
-    metadata: dict
-
-
-class GraphEntity(BaseModel):
-    id: str
-    name: str
-    label: str
-    hops: int
-    score: float
-    """Personalized PageRank from the hits' entities."""
-    documents: int
-
-
-class GraphEdge(BaseModel):
-    source: str
-    target: str
-    weight: int
-    """Documents in which both entities appear."""
-
-
-class RelatedDocument(BaseModel):
-    id: str
-    score: float
 
 
 class RetrieveResponse(BaseModel):

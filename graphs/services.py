@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ray.serve.handle import DeploymentHandle
 
+from deployments.results import ReplicaInfo
 from graphs.http import unavailable
 
 INFO_TTL_S = 10.0
@@ -20,7 +21,7 @@ class Services:
     """Deployment name to the reason it was not started (weights absent, disabled...)."""
     tasks: dict[str, str]
     """Deployment name to its task (embeddings, stt, tts, ner...)."""
-    _info: dict[str, list[dict]] = field(default_factory=dict)
+    _info: dict[str, list[ReplicaInfo]] = field(default_factory=dict)
     _info_at: float = 0.0
     _refresh: asyncio.Task | None = None
 
@@ -30,7 +31,7 @@ class Services:
             return self.handles[name]
         raise unavailable(name, self.unavailable.get(name, "not part of this application"))
 
-    async def replica_info(self, max_age_s: float = INFO_TTL_S) -> dict[str, list[dict]]:
+    async def replica_info(self, max_age_s: float = INFO_TTL_S) -> dict[str, list[ReplicaInfo]]:
         """``info()`` of every live replica of every deployment, at most ``max_age_s`` old.
 
         Routine callers (the default age) get what is cached at once and a refresh
@@ -48,14 +49,14 @@ class Services:
         return self._info
 
     async def _read_info(self, keep_last: bool) -> None:
-        async def one(name: str, handle: DeploymentHandle) -> tuple[str, list[dict]]:
+        async def one(name: str, handle: DeploymentHandle) -> tuple[str, list[ReplicaInfo]]:
             try:
                 return name, list(await handle.broadcast("info").results_async(timeout_s=5))
             except Exception as exc:  # a replica starting, failing, or on a dead node
                 # Routine callers keep what the replicas said last time: voices,
                 # rates and models do not change when a node dies.
-                last = [r for r in self._info.get(name, []) if "error" not in r] if keep_last else []
-                return name, last or [{"error": f"{type(exc).__name__}: {exc}"}]
+                last = [r for r in self._info.get(name, []) if r.error is None] if keep_last else []
+                return name, last or [ReplicaInfo(error=f"{type(exc).__name__}: {exc}")]
 
         pairs = await asyncio.gather(*(one(n, h) for n, h in self.handles.items()))
         self._info, self._info_at = dict(pairs), time.monotonic()

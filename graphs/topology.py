@@ -32,7 +32,8 @@ class DeploymentSpec(BaseModel):
     routing: Literal["default", "preferred_host"] = "default"
     """preferred_host: send traffic to the replica on the first live host in ``hosts``
     (deployments.routing.PreferredHostRouter); default: Serve's own router."""
-    max_ongoing_requests: int = Field(default=16, ge=1)
+    max_ongoing_requests: int | None = Field(default=None, ge=1)
+    """None: the deployment's own default (its ``@serve.deployment`` decorator)."""
     max_queued_requests: int = -1
     health_check_period_s: float = 2.0
     health_check_timeout_s: float = 10.0
@@ -72,7 +73,6 @@ class DeploymentSpec(BaseModel):
             actor["runtime_env"] = self.runtime_env
         options: dict[str, Any] = {
             "num_replicas": self.num_replicas,
-            "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
             "health_check_period_s": self.health_check_period_s,
             "health_check_timeout_s": self.health_check_timeout_s,
@@ -81,6 +81,8 @@ class DeploymentSpec(BaseModel):
         if self.user_config or self.gpu_memory_gb:
             # The replica reads its memory cap from here (reconfigure()).
             options["user_config"] = {**self.user_config, "gpu_memory_gb": self.gpu_memory_gb}
+        if self.max_ongoing_requests is not None:
+            options["max_ongoing_requests"] = self.max_ongoing_requests
         if self.max_replicas_per_node:
             options["max_replicas_per_node"] = self.max_replicas_per_node
         if self.routing == "preferred_host":

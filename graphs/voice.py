@@ -20,12 +20,17 @@ from typing import AsyncIterator
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.llm import ChatRequest, LLMError
+from deployments.declaration import GraphDeclaration
+from deployments.llm import CHAT_LLM, ChatRequest, LLMError
 from deployments.profile import current_placement
+from deployments.results import ReplicaInfo
+from deployments.registry import BY_NAME
+from deployments.stt import WHISPER
 from deployments.settings import ConversationSettings, LLMSettings, SpeechSettings
 from deployments.text import split_sentences
 from graphs.failover import TTSStream, hedge_policy
 from graphs.metrics import record_stage, stage_timer
+from graphs.retrieval import RETRIEVAL
 
 log = logging.getLogger("ray.serve")
 
@@ -121,29 +126,24 @@ class VoiceGraph:
         stt: DeploymentHandle,
         llm: DeploymentHandle | None = None,
         llm_unavailable: str = "",
-        kokoro: DeploymentHandle | None = None,
-        kokoro_unavailable: str = "",
-        piper: DeploymentHandle | None = None,
-        piper_unavailable: str = "",
-        chatterbox: DeploymentHandle | None = None,
-        chatterbox_unavailable: str = "",
+        tts: dict[str, DeploymentHandle] | None = None,
+        tts_unavailable: dict[str, str] | None = None,
         retrieval: DeploymentHandle | None = None,
         retrieval_unavailable: str = "",
     ):
         self.stt, self.retrieval, self.speech = stt, retrieval, speech
-        self.tts = {k: h for k, h in (("kokoro", kokoro), ("piper", piper),
-                                       ("chatterbox", chatterbox)) if h is not None}
-        self.tts_unavailable = {"kokoro": kokoro_unavailable, "piper": piper_unavailable,
-                                "chatterbox": chatterbox_unavailable}
+        self.tts = dict(tts or {})
+        """Running TTS deployments by their public name (kokoro, piper, chatterbox)."""
+        self.tts_unavailable = dict(tts_unavailable or {})
         self.llm, self.llm_unavailable, self.llm_settings = llm, llm_unavailable, llm_settings
         self.conversations = Conversations(llm_settings.conversation)
         self.turns: dict[str, Turn] = {}
         self.placement = current_placement()
 
-    def info(self) -> dict:
-        return {"model": "voice", "backend": "VoiceGraph", "device": "cpu",
-                "llm": "ChatLLM" if self.llm is not None else None, "tts": sorted(self.tts),
-                **self.placement.to_dict()}
+    def info(self) -> ReplicaInfo:
+        return ReplicaInfo(model="voice", backend="VoiceGraph", device="cpu",
+                           llm=CHAT_LLM.name if self.llm is not None else None,
+                           tts=sorted(self.tts), **self.placement.to_dict())
 
     def check(self, engine: str) -> None:
         """Refuse a turn that cannot run before any work is done."""
@@ -157,7 +157,7 @@ class VoiceGraph:
         self, turn_id: str, audio: bytes, pcm_rate: int | None, options: dict
     ) -> AsyncIterator[dict]:
         """Frames of one turn; errors before the first frame are the caller's 4xx/503."""
-        engine = options.get("engine") or "kokoro"
+        engine = options.get("engine") or BY_NAME[self.speech.default_engine].public_name
         self.check(engine)
         turn = Turn(turn_id, int(options.get("output_sample_rate") or 24_000))
         timings: dict[str, float] = {}
@@ -166,16 +166,16 @@ class VoiceGraph:
             heard = await self.stt.transcribe.remote(audio, pcm_rate, options.get("language"))
         self.turns[turn_id] = turn
         try:
-            yield {"type": "transcript", "turn_id": turn_id, "text": heard["text"],
-                   "language": heard.get("language")}
+            yield {"type": "transcript", "turn_id": turn_id, "text": heard.text,
+                   "language": heard.language}
             context = []
-            if options.get("retrieve") and self.retrieval is not None and heard["text"].strip():
+            if options.get("retrieve") and self.retrieval is not None and heard.text.strip():
                 with stage_timer("voice", "retrieval", timings):
                     found = await self.retrieval.retrieve.remote(
-                        heard["text"], int(options.get("k") or 3), 1, None)
-                context = [r["text"] for r in found.get("results", [])]
+                        heard.text, int(options.get("k") or 3), 1, None)
+                context = [hit.text for hit in found.results]
                 yield {"type": "context", "results": context}
-            async for frame in self._answer(turn, heard["text"], context, engine, options,
+            async for frame in self._answer(turn, heard.text, context, engine, options,
                                             timings, started):
                 yield frame
         finally:
@@ -285,3 +285,10 @@ class VoiceGraph:
         )
         return {"turn_id": turn_id, "cancelled": True, "samples_sent": turn.samples_sent,
                 "sample_rate": turn.sample_rate}
+
+
+VOICE = GraphDeclaration(
+    name="VoiceGraph", task="voice", deployment=VoiceGraph,
+    bind_args=lambda s: (s.llm, s.speech), uses={"stt": WHISPER.name},
+    optional={"retrieval": RETRIEVAL.name, "llm": CHAT_LLM.name}, by_task={"tts": "tts"},
+)

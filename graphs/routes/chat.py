@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from deployments.llm import ChatChunk, ChatRequest, LLMError
+from deployments.llm import CHAT_LLM, ChatChunk, ChatRequest, LLMError
 from deployments.settings import LLMSettings
 from graphs.http import APIError, parse_json, root_cause
 from graphs.schemas import (
@@ -25,7 +25,7 @@ from graphs.schemas import (
 )
 from graphs.services import Services
 
-CHAT = "ChatLLM"
+CHAT = CHAT_LLM.name
 DEFAULT_MAX_TOKENS = 512
 """``max_tokens`` of a request that names none (capped by the setting's ceiling)."""
 
@@ -50,7 +50,7 @@ def routes(services: Services, limits: LLMSettings) -> list[Route]:
 
     async def model_id() -> str:
         info = await services.replica_info()
-        return next((r["model"] for r in info.get(CHAT, []) if "model" in r), CHAT)
+        return next((r.model for r in info.get(CHAT, []) if r.model), CHAT)
 
     async def create(request: Request):
         body = await parse_json(request, ChatCompletionRequest, limits.max_request_bytes)

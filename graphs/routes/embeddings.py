@@ -8,12 +8,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from deployments.embedding import EMBEDDER
+from deployments.registry import of_task
 from deployments.settings import EmbeddingSettings
 from graphs.http import APIError, parse_json
 from graphs.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
 from graphs.services import Services
 
-EMBEDDERS = ("Embedder", "BatchEmbedder")
+DEFAULT_EMBEDDER = EMBEDDER.name
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
@@ -21,13 +23,13 @@ async def pick_embedder(services: Services, requested: str | None) -> tuple[str,
     """(deployment, model id) for the model a client named; the real-time one by default."""
     info = await services.replica_info()
     served = {
-        name: next((r["model"] for r in info.get(name, []) if "model" in r), None)
-        for name in EMBEDDERS
-        if name in services.handles
+        m.name: next((r.model for r in info.get(m.name, []) if r.model), None)
+        for m in of_task("embeddings")
+        if m.name in services.handles
     }
     if requested is None:
-        services.get("Embedder")
-        return "Embedder", served.get("Embedder") or "Embedder"
+        services.get(DEFAULT_EMBEDDER)
+        return DEFAULT_EMBEDDER, served.get(DEFAULT_EMBEDDER) or DEFAULT_EMBEDDER
     for name, model in served.items():
         if model and requested in (model, model.split("/")[-1]):
             return name, model
@@ -69,9 +71,9 @@ def routes(services: Services, limits: EmbeddingSettings) -> list[Route]:
                 if body.encoding_format == "base64"
                 else vec.tolist(),
             )
-            for i, vec in enumerate(result["vectors"])
+            for i, vec in enumerate(result.vectors)
         ]
-        tokens = sum(result["tokens"])
+        tokens = sum(result.tokens)
         response = EmbeddingResponse(
             data=data, model=model, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
         )

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from deployments.results import ReplicaInfo
 from graphs.schemas import Health, ModelCard, ModelList
 from graphs.services import Services
 
@@ -24,18 +25,18 @@ def routes(services: Services, token_configured: bool) -> list[Route]:
     async def models(_: Request) -> JSONResponse:
         cards = []
         for name, replicas in (await services.replica_info()).items():
-            ok = [r for r in replicas if "error" not in r]
-            first = ok[0] if ok else {}
+            ok = [r for r in replicas if r.error is None]
+            first = ok[0] if ok else ReplicaInfo(model=name)
             cards.append(
                 ModelCard(
-                    id=first.get("model", name),
+                    id=first.model or name,
                     deployment=name,
                     task=services.tasks.get(name, "unknown"),
                     status="ready" if ok else "unavailable",
-                    reason=None if ok else replicas[0].get("error") if replicas else "no replica",
-                    backend=first.get("backend"),
-                    device=first.get("device"),
-                    nodes=sorted({r["host"] for r in ok if "host" in r}),
+                    reason=None if ok else replicas[0].error if replicas else "no replica",
+                    backend=first.backend or None,
+                    device=first.device or None,
+                    nodes=sorted({r.host for r in ok if r.host}),
                 )
             )
         for name, reason in services.unavailable.items():

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from deployments.ner import NER
 from deployments.settings import NerSettings
 from graphs.http import APIError, parse_json
 from graphs.schemas import NerRequest, NerResponse, NerResult
@@ -26,7 +27,7 @@ def routes(services: Services, limits: NerSettings) -> list[Route]:
         if max(len(t) for t in body.texts) > limits.max_text_chars:
             raise APIError(400, f"a text is longer than {limits.max_text_chars} characters",
                            param="texts")
-        spans = await services.get("GlinerNER").predict.remote(
+        spans = await services.get(NER.name).predict.remote(
             body.texts, body.labels, body.threshold
         )
         data = [NerResult(index=i, entities=found) for i, found in enumerate(spans)]

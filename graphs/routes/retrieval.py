@@ -7,6 +7,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from deployments.settings import NerSettings
+from graphs.ingest import INGEST
+from graphs.retrieval import RETRIEVAL
 from graphs.http import APIError, parse_json
 from graphs.schemas import IngestRequest, IngestResponse, RetrieveRequest, RetrieveResponse
 from graphs.services import Services
@@ -26,17 +28,19 @@ def routes(services: Services, ner: NerSettings) -> list[Route]:
                 422, f"unknown entity labels {unknown}; known: {sorted(known_labels)}",
                 param="labels",
             )
-        result = await services.get("RetrievalGraph").retrieve.remote(
+        result = await services.get(RETRIEVAL.name).retrieve.remote(
             body.query, body.k, body.hops, body.labels
         )
-        return JSONResponse(RetrieveResponse(**result).model_dump())
+        response = RetrieveResponse.model_validate(result, from_attributes=True)
+        return JSONResponse(response.model_dump())
 
     async def ingest(request: Request) -> JSONResponse:
         body = await parse_json(request, IngestRequest, INGEST_MAX_BYTES)
-        result = await services.get("IngestGraph").ingest.remote(
+        result = await services.get(INGEST.name).ingest.remote(
             [d.model_dump() for d in body.documents]
         )
-        return JSONResponse(IngestResponse(**result).model_dump())
+        response = IngestResponse.model_validate(result, from_attributes=True)
+        return JSONResponse(response.model_dump())
 
     return [
         Route("/v1/retrieve", retrieve, methods=["POST"]),

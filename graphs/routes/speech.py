@@ -17,6 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from deployments.chatterbox import CHATTERBOX
+from deployments.registry import of_task
+from deployments.results import ReplicaInfo
 from deployments.settings import SpeechSettings
 from deployments.text import SynthesisCancelled, clean_text
 from graphs.failover import TTSStream, hedge_policy
@@ -27,13 +30,10 @@ from graphs.schemas import (
 from graphs.services import Services
 
 MAX_BODY_BYTES = 64 * 1024
-CLONER = "ChatterboxTTS"
-# Model names a client may send, to the deployment that serves them.
-MODELS = {
-    "kokoro": "KokoroTTS", "tts-1": "KokoroTTS", "tts-1-hd": "KokoroTTS",
-    "gpt-4o-mini-tts": "KokoroTTS", "piper": "PiperTTS", "chatterbox": CLONER,
-}
-MODEL_OF = {"KokoroTTS": "kokoro", "PiperTTS": "piper", CLONER: "chatterbox"}
+CLONER = CHATTERBOX.name
+# Model names a client may send, to the deployment that serves them (from the declarations).
+MODELS = {name: m.name for m in of_task("tts") for name in m.names}
+MODEL_OF = {m.name: m.public_name for m in of_task("tts")}
 # OpenAI's voice names: accepted everywhere as the model's default voice, so
 # code written for OpenAI works unchanged.
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx",
@@ -49,11 +49,11 @@ def checked_text(text: str, limit: int, param: str) -> str:
         raise APIError(400, str(exc), param=param) from None
 
 
-async def tts_info(services: Services, name: str) -> dict:
+async def tts_info(services: Services, name: str) -> ReplicaInfo:
     """info() of a live replica of TTS deployment ``name`` (voices, rate), or 503."""
     services.get(name)
     for replica in (await services.replica_info()).get(name, []):
-        if "voices" in replica:
+        if replica.voices is not None:
             return replica
     raise APIError(503, f"{name} has no ready replica yet", type="unavailable")
 
@@ -133,12 +133,12 @@ def routes(services: Services, settings: SpeechSettings) -> list[Route]:
             engine = settings.default_engine
         info = await tts_info(services, engine)
         voice = body.voice
-        if voice not in info["voices"]:
+        if voice not in info.voices:
             if voice not in OPENAI_VOICES:
                 raise APIError(400, f"unknown voice {voice!r} for {body.model}; available: "
-                               f"{info['voices']} or an OpenAI voice name", param="voice")
-            voice = info["default_voice"]
-        rate = body.sample_rate or info["sample_rate"]
+                               f"{info.voices} or an OpenAI voice name", param="voice")
+            voice = info.default_voice
+        rate = body.sample_rate or info.sample_rate
         first, stream = await open_stream(
             services, engine, settings, text, body.response_format, voice=voice,
             speed=body.speed, sample_rate=rate)
@@ -154,7 +154,7 @@ def routes(services: Services, settings: SpeechSettings) -> list[Route]:
                 continue
             info = await tts_info(services, name)
             cards += [VoiceCard(id=v, model=MODEL_OF[name], deployment=name,
-                                default=v == info["default_voice"]) for v in info["voices"]]
+                                default=v == info.default_voice) for v in info.voices]
         return JSONResponse(VoiceList(data=cards, aliases=list(OPENAI_VOICES)).model_dump())
 
     return [

@@ -18,13 +18,13 @@ from starlette.routing import Route
 
 from cluster.capacity import plan
 from cluster.nodes import Node
+from deployments.results import ReplicaInfo
 from graphs.schemas import (
     BudgetRow,
     ClusterStatus,
     DeploymentStatus,
     NodeBudget,
     NodeStatus,
-    ReplicaStatus,
 )
 from graphs.services import Services
 from graphs.topology import AppArgs
@@ -53,7 +53,7 @@ def node_status(ray_nodes: list[dict]) -> list[NodeStatus]:
 
 def deployment_status(
     app_status: object,
-    replica_info: dict[str, list[dict]],
+    replica_info: dict[str, list[ReplicaInfo]],
     topology: AppArgs,
     unavailable: dict[str, str],
 ) -> list[DeploymentStatus]:
@@ -69,7 +69,7 @@ def deployment_status(
                 status=_value(live.status) if live else "NOT_STARTED",
                 message=(live.message if live else "") or unavailable.get(name, ""),
                 replica_states={_value(k): v for k, v in (live.replica_states if live else {}).items()},
-                replicas=[ReplicaStatus.model_validate(r) for r in replica_info.get(name, [])],
+                replicas=list(replica_info.get(name, [])),
                 num_gpus=spec.num_gpus if spec else 0.0,
                 gpu_memory_gb=spec.gpu_memory_gb if spec else 0.0,
                 hosts=spec.hosts if spec else [],

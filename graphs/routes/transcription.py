@@ -11,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from deployments.results import Segment
 from deployments.settings import WhisperSettings
+from deployments.stt import WHISPER
 from graphs.http import APIError, read_audio_form
 from graphs.schemas import (
     Transcription, TranscriptionForm, TranscriptionSegment, TranscriptionVerbose,
@@ -28,13 +30,13 @@ def _timestamp(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def subtitles(segments: list[dict], fmt: str) -> str:
+def subtitles(segments: list[Segment], fmt: str) -> str:
     """SRT or WebVTT cues, one per segment."""
     sep = "," if fmt == "srt" else "."
     cues = []
     for i, s in enumerate(segments, 1):
-        timing = f"{_timestamp(s['start'], sep)} --> {_timestamp(s['end'], sep)}"
-        cues.append(f"{i}\n{timing}\n{s['text']}\n" if fmt == "srt" else f"{timing}\n{s['text']}\n")
+        timing = f"{_timestamp(s.start, sep)} --> {_timestamp(s.end, sep)}"
+        cues.append(f"{i}\n{timing}\n{s.text}\n" if fmt == "srt" else f"{timing}\n{s.text}\n")
     body = "\n".join(cues)
     return body if fmt == "srt" else f"WEBVTT\n\n{body}"
 
@@ -45,22 +47,23 @@ def routes(services: Services, limits: WhisperSettings) -> list[Route]:
             request, limits.max_audio_bytes, TranscriptionForm, ("timestamp_granularities",))
         words = "word" in form.timestamp_granularities
         try:
-            result = await services.get("WhisperSTT").transcribe.remote(
+            result = await services.get(WHISPER.name).transcribe.remote(
                 data, form.sample_rate, form.language, form.prompt, form.temperature, words)
         except ValueError as exc:  # undecodable audio, a bad rate or language, over-limit length
             raise APIError(400, str(exc), param="file") from None
         if form.response_format == "text":
-            return PlainTextResponse(result["text"] + "\n")
+            return PlainTextResponse(result.text + "\n")
         if form.response_format in ("srt", "vtt"):
             media = "application/x-subrip" if form.response_format == "srt" else "text/vtt"
-            return Response(subtitles(result["segments"], form.response_format), media_type=media)
+            return Response(subtitles(result.segments, form.response_format), media_type=media)
         if form.response_format == "json":
-            return JSONResponse(Transcription(text=result["text"]).model_dump())
+            return JSONResponse(Transcription(text=result.text).model_dump())
         verbose = TranscriptionVerbose(
-            language=result["language"], duration=result["duration"], text=result["text"],
-            segments=[TranscriptionSegment(**{k: s[k] for k in ("id", "start", "end", "text")})
-                      for s in result["segments"]] if "segment" in form.timestamp_granularities else None,
-            words=[TranscriptionWord(**w) for s in result["segments"] for w in s["words"]] if words else None,
+            language=result.language, duration=result.duration, text=result.text,
+            segments=[TranscriptionSegment.model_validate(s, from_attributes=True)
+                      for s in result.segments] if "segment" in form.timestamp_granularities else None,
+            words=[TranscriptionWord.model_validate(w, from_attributes=True)
+                   for s in result.segments for w in s.words] if words else None,
         )
         return JSONResponse(verbose.model_dump(exclude_none=True))
 

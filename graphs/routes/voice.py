@@ -18,11 +18,12 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from deployments.settings import WhisperSettings
+from graphs.voice import VOICE as VOICE_GRAPH
 from graphs.http import APIError, parse_json, read_audio_form
 from graphs.schemas import VoiceCancelRequest, VoiceCancelResponse, VoiceTurnForm
 from graphs.services import Services
 
-VOICE = "VoiceGraph"
+VOICE = VOICE_GRAPH.name
 
 
 def routes(services: Services, limits: WhisperSettings) -> list[Route]:

@@ -15,7 +15,7 @@ import pytest
 
 from deployments import audio
 from deployments.kokoro import KModelBackend
-from deployments.model_cache import Availability
+from deployments.declaration import Availability
 from deployments.stt import OpenAIWhisperBackend, WhisperEngine
 from deployments.settings import WhisperSettings
 from deployments.tts import TTSEngine
@@ -103,4 +103,4 @@ def test_kmodel_backend_code_path(tmp_path):
     chunks = list(engine.stream("Two sentences here. And the second one.", sample_rate=16_000))
     assert len(chunks) == 2
     assert all(c.dtype == np.dtype("<i2") and 0 < len(c) < 16_000 * 20 for c in chunks)
-    assert engine.info()["voices"] == ["af_test"]
+    assert engine.info().voices == ["af_test"]

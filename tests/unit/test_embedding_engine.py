@@ -47,8 +47,8 @@ def test_minilm_refuses_other_dimensions(minilm):
 
 def test_info_names_model_backend_device(minilm):
     info = minilm.info()
-    assert info["model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert (info["backend"], info["device"], info["dim"]) == ("MiniLMBackend", "cpu", 384)
+    assert info.model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (info.backend, info.device, info.dim) == ("MiniLMBackend", "cpu", 384)
 
 
 def test_batch_role_is_unavailable_on_cpu():

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from deployments.graph_index import GraphIndexEngine
+from deployments.results import GraphEdge, GraphExpansion
 from deployments.settings import StoreSettings
 from deployments.stores import Mention, entity_id
 from deployments.stores.graph_store import Neo4jGraphStore, SqliteGraphStore
@@ -31,7 +32,7 @@ def open_engine(path) -> GraphIndexEngine:
 
 
 def ids(result: dict) -> dict[str, int]:
-    return {e["id"]: e["hops"] for e in result["entities"]}
+    return {e.id: e.hops for e in result.entities}
 
 
 def test_expansion_by_hops_and_labels(tmp_path):
@@ -42,12 +43,12 @@ def test_expansion_by_hops_and_labels(tmp_path):
     assert ids(engine.expand(["d1"], 0)) == {maria: 0, lisbon: 0}
     one = engine.expand(["d1"], 1)
     assert ids(one)[tom] == 1 and denver not in ids(one)
-    assert {r["id"] for r in one["related"]} == {"d2", "d3"}  # through Lisbon and Tom
+    assert {r.id for r in one.related} == {"d2", "d3"}  # through Lisbon and Tom
     assert ids(engine.expand(["d1"], 2))[denver] == 2
     people = engine.expand(["d1"], 2, labels=["person"])
     assert set(ids(people)) == {maria, tom}
-    assert {"source": maria, "target": lisbon, "weight": 1} in one["edges"]
-    assert engine.expand(["unknown-doc"], 2) == {"entities": [], "edges": [], "related": []}
+    assert GraphEdge(maria, lisbon, 1) in one.edges
+    assert engine.expand(["unknown-doc"], 2) == GraphExpansion()
     with pytest.raises(ValueError):
         engine.expand(["d1"], 9)
 
@@ -64,7 +65,7 @@ def test_replace_is_idempotent_and_refresh_reads_other_writers(tmp_path):
     assert entity_id("Tom", "person") in ids(other.expand(["d2"], 0))
     other.refresh(["d2"])
     assert ids(other.expand(["d2"], 0)) == {entity_id("Lisbon", "place"): 0}
-    assert other.info()["entities"] >= 5 and other.info()["documents"] == 4
+    assert other.info().entities >= 5 and other.info().documents == 4
 
 
 def test_sqlite_store_snapshot_is_exact(tmp_path):

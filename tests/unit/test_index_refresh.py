@@ -31,13 +31,13 @@ async def test_follower_replica_applies_published_writes(tmp_path, store_env):
                 break
             await asyncio.sleep(0.05)
         writer.replace_documents({"d": [Mention("Ada", "person", 0, 3, 0.9), Mention("Turin", "place", 8, 13, 0.8)]})
-        assert follower.expand(["d"], 1)["entities"] == []
+        assert follower.expand(["d"], 1).entities == []
         assert await cache.publish({"ids": ["d"]}) == 1
         for _ in range(100):
-            if follower.expand(["d"], 1)["entities"]:
+            if follower.expand(["d"], 1).entities:
                 break
             await asyncio.sleep(0.05)
-        found = {e["id"] for e in follower.expand(["d"], 1)["entities"]}
+        found = {e.id for e in follower.expand(["d"], 1).entities}
         assert found == {entity_id("Ada", "person"), entity_id("Turin", "place")}
     finally:
         refresher.task.cancel()

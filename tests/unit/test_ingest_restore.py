@@ -19,6 +19,7 @@ import pytest
 
 from deployments.embedding import EmbeddingEngine
 from deployments.graph_index import GraphIndexEngine
+from deployments.results import Embeddings, EngineInfo, EntitySpan
 from deployments.settings import EmbeddingSettings, NerSettings, StoreSettings
 from deployments.stores import DocumentRecord, Mention, StoreUnavailable
 from deployments.vector_index import VectorIndexEngine
@@ -43,11 +44,11 @@ class Embedder:
         self.engine = EmbeddingEngine(EmbeddingSettings(), "cpu")
         self.engine.load()
 
-    def info(self) -> dict:
+    def info(self) -> EngineInfo:
         return self.engine.info()
 
-    def embed(self, texts: list[str]) -> dict:
-        return {"vectors": self.engine.embed(texts).vectors}
+    def embed(self, texts: list[str]) -> Embeddings:
+        return self.engine.embed(texts)
 
 
 class Ner:
@@ -56,9 +57,9 @@ class Ner:
     def __init__(self, spans: dict[str, list[Mention]]):
         self.spans = spans
 
-    def predict(self, texts: list[str], labels: list[str], threshold: float) -> list[list[dict]]:
-        return [[{"text": m.name, "label": m.label, "start": m.start, "end": m.end,
-                  "score": m.score} for m in self.spans[t]] for t in texts]
+    def predict(self, texts: list[str], labels: list[str], threshold: float) -> list[list[EntitySpan]]:
+        return [[EntitySpan(m.name, m.label, m.score, m.start, m.end) for m in self.spans[t]]
+                for t in texts]
 
 
 def span(text: str, name: str, label: str) -> Mention:
@@ -94,7 +95,7 @@ async def test_a_failed_commit_restores_the_previous_version(tmp_path, store_env
     changed, new = f"restore-{uuid.uuid4().hex[:8]}", f"restore-new-{uuid.uuid4().hex[:8]}"
     v1 = {"id": changed, "text": V1, "metadata": {"v": 1}, "kind": "document"}
     try:
-        assert (await ingest.ingest([v1]))["written"] == [changed]
+        assert (await ingest.ingest([v1])).written == [changed]
         v1_hash = DocumentRecord(changed, V1, {"v": 1, "kind": "document"}).content_hash
         v1_vector = embedder.engine.embed([V1]).vectors[0]
         v1_entities = {m.entity_id for m in SPANS[V1]}
@@ -111,16 +112,16 @@ async def test_a_failed_commit_restores_the_previous_version(tmp_path, store_env
         row = vectors.rows[changed]
         assert vectors.payloads[row]["text"] == V1 and new not in vectors.rows
         assert np.allclose(vectors.vectors[row], v1_vector, atol=1e-5)
-        assert vectors.search(v1_vector, 1)[0][0]["text"] == V1
+        assert vectors.search(v1_vector, 1)[0][0].text == V1
         # The graph store and the graph in memory: v1's mentions, none for the new document.
         restored = graph.mentions([changed, new])
         assert set(restored[changed]) == set(SPANS[V1]) and restored[new] == []
         assert graph.doc_entities[changed] == v1_entities and new not in graph.doc_entities
-        assert {e["id"] for e in graph.expand([changed], 0)["entities"]} == v1_entities
+        assert {e.id for e in graph.expand([changed], 0).entities} == v1_entities
 
         # Without the marker, v2 is written everywhere.
         v2_clean = {**v2, "metadata": {"v": 2}}
-        assert (await ingest.ingest([v2_clean]))["written"] == [changed]
+        assert (await ingest.ingest([v2_clean])).written == [changed]
         assert vectors.fetch([changed])[0][2]["text"] == V2
         assert set(graph.mentions([changed])[changed]) == set(SPANS[V2])
     finally:

@@ -39,13 +39,12 @@ def test_no_cap_without_cuda():
 
 
 def test_every_model_deployment_in_serve_config_declares_gpu_memory():
-    from graphs.app import MODEL_DEPLOYMENTS
+    from graphs.app import DECLARATIONS, GraphDeclaration
 
     args = serve_args()
     gpu_models = 0
     for name, spec in args.deployments.items():
-        entry = MODEL_DEPLOYMENTS.get(name)
-        if name == "Gateway" or (entry is not None and not entry.model):
+        if name == "Gateway" or isinstance(DECLARATIONS.get(name), GraphDeclaration):
             assert spec.num_gpus == 0 and spec.gpu_memory_gb == 0, name  # no weights
             continue
         if spec.num_gpus > 0:
@@ -114,3 +113,16 @@ def test_gpu_memory_error_keeps_its_message_across_a_handle():
     remote = RayTaskError("embed", "Traceback ...", cause).as_instanceof_cause()
     assert isinstance(remote, GPUMemoryExceeded)
     assert str(getattr(remote, "cause", remote)) == str(cause)
+
+
+def test_unset_max_ongoing_requests_leaves_the_decorators_default():
+    from deployments.ner import GlinerNER
+    from deployments.stt import WhisperSTT
+
+    args = serve_args()
+    for name, deployment, default in (("WhisperSTT", WhisperSTT, 8), ("GlinerNER", GlinerNER, 64)):
+        options = args.deployments[name].ray_options()
+        assert "max_ongoing_requests" not in options
+        assert deployment.options(name=name, **options).max_ongoing_requests == default
+    kokoro = args.deployments["KokoroTTS"].ray_options()
+    assert kokoro["max_ongoing_requests"] == 4  # set in serve_config.yaml: it wins

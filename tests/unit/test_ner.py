@@ -47,11 +47,11 @@ def test_spans_have_requested_labels_and_true_offsets(cache):
     assert len(out) == 2 and all(out)
     for text, spans in zip(texts, out):
         for s in spans:
-            assert s["label"] in ("person", "place")
-            assert text[s["start"] : s["end"]] == s["text"]
-            assert 0.0 <= s["score"] <= 1.0
+            assert s.label in ("person", "place")
+            assert text[s.start : s.end] == s.text
+            assert 0.0 <= s.score <= 1.0
     assert engine.predict(texts, ["person"], threshold=1.0) == [[], []]
-    assert engine.info()["model"] == NerSettings().model
+    assert engine.info().model == NerSettings().model
 
 
 @pytest.mark.parametrize(

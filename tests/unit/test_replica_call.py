@@ -1,0 +1,98 @@
+"""One call path per replica: every public method is wrapped; check_health probes the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import pytest
+
+from deployments import runtime
+from deployments.piper import PIPER
+from deployments.registry import MODELS
+from deployments.settings import Settings
+
+
+def replica_class(model):
+    return model.deployment.func_or_class
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_every_public_method_of_every_replica_runs_through_the_wrapper(model):
+    cls = replica_class(model)
+    public = {name: fn for name, fn in inspect.getmembers(cls, inspect.isfunction)
+              if not name.startswith("_") and name not in runtime.ModelReplica.SERVE_HOOKS}
+    assert "info" in public and "check_health" in dir(cls)
+    unwrapped = [name for name, fn in public.items() if not getattr(fn, "__replica_call__", False)]
+    assert unwrapped == []
+
+
+@pytest.fixture
+def piper_replica():
+    return replica_class(PIPER)(PIPER.engine, Settings(), "cpu")
+
+
+def errors_of(replica, monkeypatch) -> list[dict]:
+    seen: list[dict] = []
+    monkeypatch.setattr(replica.metrics.errors, "inc", lambda value=1, tags=None: seen.append(tags))
+    return seen
+
+
+def test_a_healthy_engine_passes_and_a_recent_answer_spares_the_probe(piper_replica):
+    asyncio.run(piper_replica.check_health())
+    assert piper_replica.last_ok > 0
+    piper_replica.engine.backend = None  # would fail a probe, but the last answer is recent
+    asyncio.run(piper_replica.check_health())
+
+
+def test_a_broken_engine_fails_check_health_and_its_calls_are_counted(piper_replica, monkeypatch):
+    errors = errors_of(piper_replica, monkeypatch)
+    piper_replica.engine.backend.voice = None  # the backend object is broken: synthesis fails
+    with pytest.raises(AttributeError):
+        asyncio.run(piper_replica.check_health())
+
+    async def speak():
+        return [p async for p in piper_replica.stream("Hello there.")]
+
+    with pytest.raises(AttributeError):
+        asyncio.run(speak())
+    assert errors == [{"method": "stream", "kind": "internal"}]
+
+
+def test_an_engine_stuck_in_its_probe_fails_check_health(piper_replica, monkeypatch):
+    monkeypatch.setattr(runtime, "HEALTH_PROBE_TIMEOUT_S", 0.2)
+    release = asyncio.Event()
+
+    def wedged():
+        import time
+
+        while not release.is_set():
+            time.sleep(0.05)
+
+    monkeypatch.setattr(piper_replica.engine, "probe", wedged)
+
+    async def check_twice():
+        try:
+            for _ in range(2):  # the second check finds the first probe still running
+                with pytest.raises(RuntimeError, match="has not answered a health probe"):
+                    await piper_replica.check_health()
+        finally:
+            release.set()
+
+    asyncio.run(check_twice())
+
+
+def test_a_cuda_oom_in_any_method_is_a_503_error_for_that_call(piper_replica, monkeypatch):
+    torch = pytest.importorskip("torch")
+    errors = errors_of(piper_replica, monkeypatch)
+
+    def out_of_memory(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(piper_replica.engine, "voices", out_of_memory)
+    from deployments.metrics import GPUMemoryExceeded
+
+    with pytest.raises(GPUMemoryExceeded, match="PiperTTS"):
+        piper_replica.voices()
+    assert errors == [{"method": "voices", "kind": "gpu_oom"}]
+    assert piper_replica.info().model.startswith("piper-")
