@@ -164,6 +164,7 @@ def serve_cluster(store_env) -> ServeCluster:
     ChatLLM runs the real embedded SmolLM2 (no SERVE_LLM__URL): the fake LLM server is
     only for the faults it alone produces, tested against the forwarding backend."""
     os.environ.pop("SERVE_LLM__URL", None)
+    os.environ["SERVE_LLM__TEMPERATURE"] = "0"  # voice replies: the same question, the same answer
     box = sandbox.start(TEST_TOKEN)
     yield box
     box.stop()

@@ -16,11 +16,19 @@ from tests.integration.test_observability import wait_for_samples
 from tests.speechkit import espeak_wav, normalize
 
 QUESTION = "When does the train to the city leave tonight?"
+STORY = "Tell me a long story about a dragon and a princess."
+"""A request that makes SmolLM2 write for longer than a barge-in takes to arrive (greedy:
+the cluster's voice replies use temperature 0, so the same question gives the same answer)."""
 
 
 @pytest.fixture(scope="module")
 def utterance() -> bytes:
     return espeak_wav(QUESTION, rate=16_000)
+
+
+@pytest.fixture(scope="module")
+def story() -> bytes:
+    return espeak_wav(STORY, rate=16_000)
 
 
 def turn(serve_cluster, audio: bytes, **fields):
@@ -58,16 +66,16 @@ def test_a_spoken_question_gets_a_spoken_answer(serve_cluster, utterance):
     assert {"stt", "llm_first_token", "first_audio", "llm_done", "total"} <= set(done["timings_ms"])
 
 
-def test_first_audio_arrives_before_the_llm_has_finished(serve_cluster, utterance):
-    frames = [f for _, f in turn(serve_cluster, utterance, system_prompt=LONG_ANSWER)]
+def test_first_audio_arrives_before_the_llm_has_finished(serve_cluster, story):
+    frames = [f for _, f in turn(serve_cluster, story, system_prompt=LONG_ANSWER)]
     done = frames[-1]
     assert done["type"] == "done" and len([f for f in frames if f["type"] == "audio"]) > 1
     assert done["timings_ms"]["first_audio"] < done["timings_ms"]["llm_done"]
 
 
-def test_cancel_stops_the_answer_and_the_llm(serve_cluster, utterance):
+def test_cancel_stops_the_answer_and_the_llm(serve_cluster, story):
     frames, cancelled = [], None
-    for _, frame in turn(serve_cluster, utterance, system_prompt=LONG_ANSWER, turn_id="barge-1"):
+    for _, frame in turn(serve_cluster, story, system_prompt=LONG_ANSWER, turn_id="barge-1"):
         frames.append(frame)
         if frame["type"] == "audio" and cancelled is None:
             cancelled = httpx.post(f"{serve_cluster.base_url}/v1/voice/cancel",
