@@ -52,6 +52,9 @@ class HttpSettings(BaseModel):
                                  "/v1/chat/completions": 300.0}
     )
     """Longer deadlines by path prefix."""
+    max_header_count: int = 64
+    max_header_bytes: int = 16 * 1024
+    """Request headers beyond these (names and values together) are refused with 431."""
 
 
 class StoreSettings(BaseModel):
@@ -182,8 +185,6 @@ class LLMSettings(BaseModel):
     """A voice reply's temperature."""
     max_completion_tokens: int = 4096
     """Largest ``max_tokens`` a /v1/chat/completions request may ask for (default when absent: 512)."""
-    max_request_bytes: int = 256 * 1024
-    """Largest /v1/chat/completions body, refused (413) before it is read."""
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
 
 

@@ -1,7 +1,9 @@
-"""HTTP plumbing shared by every route: JSON errors, bounded bodies, auth.
+"""HTTP plumbing shared by every route: JSON errors, bounded bodies, strict JSON, auth.
 
 Every failure a client can cause becomes a 4xx with OpenAI's error envelope;
-nothing here lets a bad request reach a model.
+nothing here lets a bad request reach a model. Routes are FastAPI routes of
+class ``EdgeRoute``: their bodies are bounded while they are read and parsed
+by ``strict_json``, the one JSON parser of the edge.
 """
 
 from __future__ import annotations
@@ -9,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import logging
-from typing import TypeVar
+import re
+from typing import AsyncIterator, Callable, Iterable, TypeVar
 
+import orjson
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from graphs.schemas import ErrorDetail, ErrorResponse
@@ -27,9 +31,25 @@ log = logging.getLogger("ray.serve")
 
 M = TypeVar("M", bound=BaseModel)
 
+DEFAULT_BODY_BYTES = 64 * 1024
+"""Body limit of a route that names none (``body_limit``)."""
+BODY_LIMIT_KEY = "x-max-body-bytes"
+"""Where a route states its body limit: its OpenAPI operation, so /docs shows it too."""
+OFF_LOOP_BYTES = 16 * 1024
+"""Bodies above this are parsed and validated in a worker thread, so the event loop never
+stalls on them (pydantic spends ~2 us per error it reports)."""
+MAX_JSON_DEPTH = 32
+MAX_JSON_VALUES = 50_000
+"""Every array item, object member and scalar counts. Bounds the time any one call into
+the parser or validator holds the GIL (~20 ms), which a thread cannot take off the loop."""
+MAX_ERROR_CHARS = 2000
 
-class APIError(Exception):
-    """An error with an HTTP status, rendered as OpenAI's error JSON."""
+
+class APIError(HTTPException):
+    """An error with an HTTP status, rendered as OpenAI's error JSON.
+
+    A Starlette HTTPException, so FastAPI lets it through while it reads a body.
+    """
 
     def __init__(
         self,
@@ -41,13 +61,14 @@ class APIError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ):
-        super().__init__(message)
+        if len(message) > MAX_ERROR_CHARS:  # messages may quote what the client sent
+            message = message[:MAX_ERROR_CHARS] + "..."
+        super().__init__(status, message, headers)
         self.status = status
-        self.detail = ErrorDetail(message=message, type=type, param=param, code=code)
-        self.headers = headers or {}
+        self.error = ErrorDetail(message=message, type=type, param=param, code=code)
 
     def response(self) -> JSONResponse:
-        body = ErrorResponse(error=self.detail).model_dump(exclude_none=True)
+        body = ErrorResponse(error=self.error).model_dump(exclude_none=True)
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
@@ -58,40 +79,163 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_PATH = re.compile(r"(?<![\w.:/])(?:~|[A-Za-z]:)?(?:[\\/][\w.@+%-]+){2,}[\\/]?")
+_ADDRESS = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|(?<![\w:])[0-9a-fA-F]{0,4}::[0-9a-fA-F:]*(?![\w:])")
+_HEX_ID = re.compile(r"\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]{16,}\b")
+_PID = re.compile(r"(?i)\b(pid[=: ]+)\d+")
+MAX_MESSAGE_CHARS = 500
+
+
+def scrub(message: str, known: dict[str, str] | None = None) -> str:
+    """A message fit for a client: its first line, without paths, addresses, ids or colours.
+
+    ``known`` names absolute paths worth keeping as a name (the model cache's
+    root becomes ``$SERVE_MODEL_CACHE``); every other path becomes ``<path>``.
+    """
+    text = _ANSI.sub("", message).strip()
+    text = text.splitlines()[0] if text else ""
+    for path, name in (known or {}).items():
+        if path:
+            text = text.replace(path, name)
+    text = _PATH.sub("<path>", text)
+    text = _ADDRESS.sub("<address>", text)
+    text = _HEX_ID.sub("<id>", text)
+    text = _PID.sub(r"\g<1><pid>", text)
+    return text[:MAX_MESSAGE_CHARS]
+
+
 def unavailable(deployment: str, reason: str) -> APIError:
     return APIError(
         503, f"{deployment} is not running: {reason}", type="unavailable", code="model_unavailable"
     )
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refusing (413) anything over ``max_bytes`` before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise APIError(413, f"request body is {declared} bytes; the limit is {max_bytes}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise APIError(413, f"request body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def body_limit(max_bytes: int) -> dict:
+    """A route's ``openapi_extra`` stating its body limit (enforced by ``EdgeRoute``)."""
+    return {BODY_LIMIT_KEY: max_bytes}
 
 
-async def parse_json(request: Request, model: type[M], max_bytes: int) -> M:
-    """Parse and validate a JSON body into ``model``, or raise a 4xx APIError."""
-    ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
-        raise APIError(415, f"content-type must be application/json, not {ctype or 'missing'!r}")
-    raw = await read_body(request, max_bytes)
+def json_shape_error(data: object) -> str | None:
+    """Why a parsed JSON document is refused (too deep, too many values, a NUL), or None.
+
+    Iterative, so no depth can raise RecursionError here or later.
+    """
+    stack: list[tuple[object, int]] = [(data, 1)]
+    count = 1
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
+            count += len(value)  # counted before a single item is looked at
+            if count > MAX_JSON_VALUES:
+                return f"the JSON body holds more than {MAX_JSON_VALUES} values"
+            if isinstance(value, dict):
+                if any("\x00" in key for key in value):
+                    return "a JSON key contains a NUL character"
+                value = value.values()
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and "\x00" in value:
+            return "a JSON string contains a NUL character"
+    return None
+
+
+def strict_json(raw: bytes) -> object:
+    """Parse a JSON body as RFC 8259 says, or raise a 400 APIError.
+
+    orjson refuses what Python's json accepts and no store can hold: NaN and
+    Infinity (also as 1e999), lone surrogates, invalid UTF-8.
+    """
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise APIError(400, f"malformed JSON: {exc}") from None
-    return validate(model, data)
+    problem = json_shape_error(data)
+    if problem:
+        raise APIError(400, problem)
+    return data
+
+
+def strict_json_valid(raw: bytes, model: type[BaseModel] | None) -> object:
+    """``strict_json``, then the route's body model: a large refused body costs the loop nothing."""
+    data = strict_json(raw)
+    if model is not None:
+        validate(model, data)
+    return data
+
+
+class EdgeRequest(Request):
+    """A request whose body is bounded while it is read, and parsed by ``strict_json``."""
+
+    def __init__(self, scope: Scope, receive: Receive, max_body_bytes: int,
+                 model: type[BaseModel] | None = None):
+        super().__init__(scope, receive)
+        self.max_body_bytes = max_body_bytes
+        self.model = model
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body, refusing (413) anything over the limit: declared, before a byte is read."""
+        declared = self.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise APIError(413, f"request body is {declared} bytes; the limit is {self.max_body_bytes}")
+        size = 0
+        async for chunk in super().stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise APIError(413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+            yield chunk
+
+    async def json(self) -> object:
+        if not hasattr(self, "_json"):
+            raw = await self.body()
+            if len(raw) > OFF_LOOP_BYTES:
+                self._json = await asyncio.to_thread(strict_json_valid, raw, self.model)
+            else:
+                self._json = strict_json(raw)
+        return self._json
+
+
+class EdgeRoute(APIRoute):
+    """Every gateway route: bounded body, JSON content type checked, strict JSON.
+
+    The limit comes from the route's ``openapi_extra`` (``body_limit``); a
+    multipart route's dependency sets its own before it reads the form.
+    """
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+        limit = (self.openapi_extra or {}).get(BODY_LIMIT_KEY, DEFAULT_BODY_BYTES)
+        wants_json = self.body_field is not None
+        model = self.body_field.field_info.annotation if wants_json else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            model = None
+
+        async def bounded(request: Request) -> Response:
+            if wants_json:
+                ctype = request.headers.get("content-type", "")
+                if ctype.split(";")[0].strip().lower() != "application/json":
+                    raise APIError(
+                        415, f"content-type must be application/json, not {ctype or 'missing'!r}")
+            return await handler(EdgeRequest(request.scope, request.receive, limit, model))
+
+        return bounded
 
 
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields
+
+
+def multipart_body(form: type[BaseModel]) -> dict:
+    """``openapi_extra`` describing a multipart body: the ``file`` and ``form``'s fields.
+
+    The form is read by ``read_audio_form`` (bounded, validated by ``form``),
+    so FastAPI does not see it; this tells /openapi.json what it takes.
+    """
+    schema = form.model_json_schema()
+    schema["properties"] = {"file": {"type": "string", "format": "binary"}, **schema["properties"]}
+    schema["required"] = ["file", *schema.get("required", [])]
+    return {"requestBody": {"required": True,
+                            "content": {"multipart/form-data": {"schema": schema}}}}
 
 
 async def read_audio_form(
@@ -104,13 +248,16 @@ async def read_audio_form(
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
         raise APIError(415, f"content-type must be multipart/form-data, not {ctype or 'missing'!r}")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD:
-        raise APIError(413, f"upload is {declared} bytes; the audio limit is {max_bytes}")
+    if isinstance(request, EdgeRequest):
+        request.max_body_bytes = max_bytes + FORM_OVERHEAD
     try:
         form = await request.form(max_files=1, max_fields=32)
-    except (MultiPartException, HTTPException) as exc:  # Starlette wraps parser errors in a 400
-        raise APIError(400, f"malformed multipart body: {getattr(exc, 'detail', exc)}") from None
+    except MultiPartException as exc:
+        raise APIError(400, f"malformed multipart body: {exc.message}") from None
+    except APIError:
+        raise
+    except HTTPException as exc:  # Starlette wraps parser errors in a 400
+        raise APIError(400, f"malformed multipart body: {exc.detail}") from None
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise APIError(400, "missing the 'file' field (the audio)", param="file")
@@ -118,6 +265,8 @@ async def read_audio_form(
     if len(data) > max_bytes:
         raise APIError(413, f"audio exceeds the limit of {max_bytes} bytes", param="file")
     fields: dict = {k: v for k, v in form.multi_items() if k != "file" and isinstance(v, str)}
+    if any("\x00" in f"{k}{v}" for k, v in fields.items()):
+        raise APIError(400, "form fields must not contain NUL characters")
     for name in list_fields:
         values = form.getlist(f"{name}[]") or form.getlist(name)
         fields.pop(f"{name}[]", None)
@@ -126,36 +275,50 @@ async def read_audio_form(
     return data, validate(model, fields)
 
 
+def validation_message(errors: list[dict], strip: tuple[str, ...] = ()) -> APIError:
+    """One 4xx for pydantic's errors: the first one named, and how many more."""
+    first = errors[0]
+    loc = [str(p) for p in first["loc"]]
+    while loc and loc[0] in strip:
+        loc = loc[1:]
+    where = ".".join(loc) or None
+    msg = f"{where}: {first['msg']}" if where else first["msg"]
+    more = len(errors) - 1
+    return APIError(422 if where else 400, msg + (f" (and {more} more)" if more else ""),
+                    param=where)
+
+
 def validate(model: type[M], data: object) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or None
-        msg = f"{where}: {first['msg']}" if where else first["msg"]
-        more = len(exc.errors()) - 1
-        raise APIError(
-            422 if where else 400, msg + (f" (and {more} more)" if more else ""), param=where
-        ) from None
+        raise validation_message(exc.errors()) from None
 
 
 class TokenAuth:
     """ASGI middleware: a bearer or X-Internal-Token for every path but the open ones.
 
-    Without a configured token only loopback clients are served, so an
-    unconfigured cluster is never open to the network.
+    Open: ``open_paths`` exactly, and everything under ``open_prefixes`` (each
+    ending in ``/``): pages and documents that hold no data. Without a
+    configured token only loopback clients are served, so an unconfigured
+    cluster is never open to the network.
     """
 
-    OPEN_PATHS = frozenset({"/health"})
-
-    def __init__(self, app: ASGIApp, token: str):
+    def __init__(self, app: ASGIApp, token: str, open_paths: Iterable[str] = ("/health",),
+                 open_prefixes: Iterable[str] = ()):
         self.app = app
         self.token = token.encode()
+        self.open_paths = frozenset(open_paths)
+        self.open_prefixes = tuple(open_prefixes)
+        assert all(p.endswith("/") for p in self.open_prefixes), "an open prefix ends in /"
         if not token:
             log.warning("no SERVE_AUTH__TOKEN configured: serving loopback clients only")
 
+    def is_open(self, path: str) -> bool:
+        return path in self.open_paths or path.startswith(self.open_prefixes)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+        if scope["type"] != "http" or self.is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         error = self._check(scope)
@@ -174,11 +337,7 @@ class TokenAuth:
                 "no auth token is configured on this server, so it serves loopback clients only",
                 type="permission_error",
             )
-        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-        presented = headers.get("x-internal-token", b"")
-        auth = headers.get("authorization", b"")
-        if not presented and auth[:7].lower() == b"bearer ":
-            presented = auth[7:].strip()
+        presented = credentials(scope.get("headers", []))
         if not presented:
             return APIError(
                 401,
@@ -186,9 +345,31 @@ class TokenAuth:
                 type="authentication_error",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if not hmac.compare_digest(presented, self.token):
+        if len(presented) > 1:
+            return APIError(401, "send exactly one credential: one Authorization or one "
+                            "X-Internal-Token header", type="authentication_error")
+        if not hmac.compare_digest(presented[0], self.token):
             return APIError(401, "invalid token", type="authentication_error")
         return None
+
+
+def credentials(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
+    """Every credential a request presents: one per Authorization or X-Internal-Token header.
+
+    The one rule for both headers: the value is stripped of surrounding
+    whitespace; ``Authorization`` must then read ``Bearer <token>`` (any case).
+    A header that is present counts even when empty or malformed (it becomes
+    ``b""``, which never matches), so a second header can never be ignored.
+    """
+    found = []
+    for name, value in headers:
+        name = name.lower()
+        if name == b"x-internal-token":
+            found.append(value.strip())
+        elif name == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            found.append(token.strip() if scheme.lower() == b"bearer" else b"")
+    return found
 
 
 def _is_loopback(host: str) -> bool:
@@ -196,6 +377,30 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+class HeaderLimits:
+    """ASGI middleware: at most ``max_count`` request headers of at most ``max_bytes`` in all, or 431.
+
+    Checked before anything else reads them (auth, routing), so an oversize
+    header costs nothing further.
+    """
+
+    def __init__(self, app: ASGIApp, max_count: int = 64, max_bytes: int = 16 * 1024):
+        self.app = app
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope.get("headers", [])
+            size = sum(len(k) + len(v) for k, v in headers)
+            if len(headers) > self.max_count or size > self.max_bytes:
+                error = APIError(431, f"request headers are {len(headers)} fields, {size} bytes; "
+                                 f"the limits are {self.max_count} fields, {self.max_bytes} bytes")
+                await error.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RouteTimeout:

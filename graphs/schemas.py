@@ -6,13 +6,22 @@ OpenAI API exists, so the official client works unchanged.
 
 from __future__ import annotations
 
+import json
+import math
+import unicodedata
 from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deployments.results import (
-    EntitySpan, GraphEdge, GraphEntity, RelatedDocument, ReplicaInfo, RetrievedDocument,
-)
+from deployments.results import EntitySpan, GraphEdge, GraphEntity, RelatedDocument, ReplicaInfo
+
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+"""Request bodies: no unknown fields, no NaN or Infinity (as numbers or as strings)."""
+
+
+def is_blank(text: str) -> bool:
+    """Nothing visible: only whitespace and invisible format characters (zero-width, RTL marks)."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in text)
 
 
 class ErrorDetail(BaseModel):
@@ -29,13 +38,13 @@ class ErrorResponse(BaseModel):
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     input: Union[str, list[str]]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
-    user: str | None = None
+    user: str | None = Field(default=None, max_length=256)
     input_type: Literal["query", "document"] = "document"
     """Extension: ``query`` adds the model's retrieval instruction (Qwen3)."""
 
@@ -45,8 +54,8 @@ class EmbeddingRequest(BaseModel):
         if isinstance(value, list) and not value:
             raise ValueError("input must not be an empty list")
         items = [value] if isinstance(value, str) else value
-        if any(not s.strip() for s in items):
-            raise ValueError("input must not contain empty strings")
+        if any(is_blank(s) for s in items):
+            raise ValueError("input must not contain empty (or only invisible) strings")
         return value
 
     def texts(self) -> list[str]:
@@ -166,16 +175,70 @@ class ClusterStatus(BaseModel):
 MAX_QUERY_CHARS = 4_000
 MAX_DOCUMENT_CHARS = 200_000
 MAX_DOCUMENTS = 256
+MAX_METADATA_BYTES = 8 * 1024
+"""A document's metadata, serialized as compact UTF-8 JSON; it comes back in every retrieve."""
+MAX_METADATA_DEPTH = 8
+
+
+def _storable_metadata(value: dict) -> dict:
+    """Metadata any store can hold and any read can send back: bounded, JSON, no NUL."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_METADATA_DEPTH:
+                raise ValueError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, str) and "\x00" in item:
+            raise ValueError("metadata must not contain NUL characters")
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False,
+                              separators=(",", ":")).encode())
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise ValueError(f"metadata must be plain JSON (no NaN, Infinity or lone surrogates): {exc}") from None
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES}")
+    return value
+
+
+def _mend(text: str) -> str:
+    """A string that encodes as UTF-8 (lone surrogates become U+FFFD)."""
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def readable_json(value: object, depth: int = 1) -> object:
+    """A stored value made safe to send back, whatever was stored before the limits existed:
+    non-finite numbers become null, broken strings are mended, nesting is cut at
+    MAX_METADATA_DEPTH (null below it)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _mend(value)
+    if isinstance(value, (dict, list, tuple)):
+        if depth > MAX_METADATA_DEPTH:
+            return None
+        if isinstance(value, dict):
+            return {_mend(str(k)): readable_json(v, depth + 1) for k, v in value.items()}
+        return [readable_json(v, depth + 1) for v in value]
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    return _mend(str(value))
 
 
 def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty or whitespace")
+    if is_blank(value):
+        raise ValueError("must not be empty, whitespace or only invisible characters")
     return value
 
 
 class NerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     texts: list[str] = Field(min_length=1)
     labels: list[str] = Field(min_length=1)
@@ -199,7 +262,7 @@ class NerResponse(BaseModel):
 
 
 class RetrieveRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     query: str = Field(max_length=MAX_QUERY_CHARS)
     k: int = Field(default=10, ge=1, le=100)
@@ -209,6 +272,26 @@ class RetrieveRequest(BaseModel):
     """Keep only entities with these labels (from the server's NER label set)."""
 
     _query = field_validator("query")(classmethod(lambda cls, v: _not_blank(v)))
+
+
+class RetrievedDocument(BaseModel):
+    """A stored document as read back: mended so that no stored value can break a read."""
+
+    id: str
+    score: float
+    """Cosine similarity to the query."""
+    text: str
+    metadata: dict
+
+    @field_validator("id", "text", "metadata")
+    @classmethod
+    def _readable(cls, value: object) -> object:
+        return readable_json(value)
+
+    @field_validator("score")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        return value if math.isfinite(value) else 0.0
 
 
 class RetrieveResponse(BaseModel):
@@ -223,18 +306,20 @@ class RetrieveResponse(BaseModel):
 
 
 class IngestDocument(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     id: str = Field(min_length=1, max_length=256)
     text: str = Field(max_length=MAX_DOCUMENT_CHARS)
     metadata: dict = Field(default_factory=dict)
+    """At most MAX_METADATA_BYTES as JSON and MAX_METADATA_DEPTH levels deep."""
     kind: Literal["document", "transcript"] = "document"
 
     _text = field_validator("text")(classmethod(lambda cls, v: _not_blank(v)))
+    _metadata = field_validator("metadata")(classmethod(lambda cls, v: _storable_metadata(v)))
 
 
 class IngestRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     documents: list[IngestDocument] = Field(min_length=1, max_length=MAX_DOCUMENTS)
 
@@ -269,8 +354,11 @@ AudioFormat = Literal["wav", "pcm", "mp3", "flac", "opus"]
 class ChatterboxTTSRequest(BaseModel):
     """``POST /v1/tts`` exactly as the phone daemon sends it to chatterbox_server."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     text: str
-    reference_audio: str | None = None
+    reference_audio: str | None = Field(
+        default=None, max_length=255, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9 _.-]*$")
     """A file name from the voice folder's metadata.json allowlist; never a path."""
     exaggeration: float = Field(default=0.3, ge=0.0, le=2.0)
     cfg_weight: float = Field(default=0.3, ge=0.0, le=1.0)
@@ -281,10 +369,7 @@ class ChatterboxTTSRequest(BaseModel):
     @field_validator("reference_audio")
     @classmethod
     def _bare_name(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if (not value or "/" in value or "\\" in value or ".." in value
-                or value.startswith(".") or ":" in value or "\x00" in value):
+        if value is not None and ".." in value:
             raise ValueError("must be a bare file name from the voice allowlist, not a path")
         return value
 
@@ -292,10 +377,12 @@ class ChatterboxTTSRequest(BaseModel):
 class SpeechRequest(BaseModel):
     """OpenAI ``POST /v1/audio/speech``."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     model: str
     input: str
     voice: str
-    instructions: str | None = None
+    instructions: str | None = Field(default=None, max_length=4096)
     """Accepted for compatibility; none of the voices here take instructions."""
     response_format: AudioFormat = "mp3"
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
@@ -327,7 +414,7 @@ class CancelResponse(BaseModel):
 class TranscriptionForm(BaseModel):
     """The non-file fields of OpenAI ``POST /v1/audio/transcriptions`` (multipart)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     model: str = "whisper-1"
     language: str | None = None
@@ -371,7 +458,7 @@ class TranscriptionVerbose(BaseModel):
 class VoiceTurnForm(BaseModel):
     """The non-file fields of ``POST /v1/voice/turn`` (multipart, the file is the utterance)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     turn_id: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     """Name the turn to cancel it later; generated when absent (and sent back as X-Turn-Id)."""
@@ -391,7 +478,7 @@ class VoiceTurnForm(BaseModel):
 
 
 class VoiceCancelRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     turn_id: str = Field(min_length=1, max_length=64)
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Annotated
 
+from fastapi import Depends
 from ray.serve.handle import DeploymentHandle
+from starlette.requests import Request
 
 from deployments.results import ReplicaInfo
-from graphs.http import unavailable
+from deployments.settings import Settings
+from graphs.http import root_cause, scrub, unavailable
 
 INFO_TTL_S = 10.0
 
@@ -56,7 +60,22 @@ class Services:
                 # Routine callers keep what the replicas said last time: voices,
                 # rates and models do not change when a node dies.
                 last = [r for r in self._info.get(name, []) if r.error is None] if keep_last else []
-                return name, last or [ReplicaInfo(error=f"{type(exc).__name__}: {exc}")]
+                cause = root_cause(exc)
+                return name, last or [ReplicaInfo(error=scrub(f"{type(cause).__name__}: {cause}"))]
 
         pairs = await asyncio.gather(*(one(n, h) for n, h in self.handles.items()))
         self._info, self._info_at = dict(pairs), time.monotonic()
+
+
+def app_services(request: Request) -> Services:
+    """FastAPI dependency: the gateway's Services (set by ``build_http_app``)."""
+    return request.app.state.services
+
+
+def app_settings(request: Request) -> Settings:
+    """FastAPI dependency: the gateway's Settings."""
+    return request.app.state.settings
+
+
+ServicesDep = Annotated[Services, Depends(app_services)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]

@@ -29,6 +29,7 @@ from deployments.stt import WHISPER
 from deployments.settings import ConversationSettings, LLMSettings, SpeechSettings
 from deployments.text import split_sentences
 from graphs.failover import TTSStream, hedge_policy
+from graphs.http import root_cause, scrub
 from graphs.metrics import record_stage, stage_timer
 from graphs.retrieval import RETRIEVAL
 
@@ -257,10 +258,10 @@ class VoiceGraph:
             if producer.done() and producer.exception() is not None:
                 raise producer.exception()
         except LLMError as exc:  # Ray's wrapper passes the replica's kind and message through
-            error = {"type": "error", "stage": "llm", "kind": exc.kind, "message": exc.message}
+            error = {"type": "error", "stage": "llm", "kind": exc.kind, "message": scrub(exc.message)}
         except Exception as exc:  # a TTS failure after failover: reported, never a hang
             log.warning("voice turn %s failed: %s", turn.turn_id, exc)
-            error = {"type": "error", "stage": "tts", "message": str(exc)}
+            error = {"type": "error", "stage": "tts", "message": scrub(str(root_cause(exc)))}
         finally:
             producer.cancel()
             cancel_wait.cancel()

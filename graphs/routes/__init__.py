@@ -1,1 +1,1 @@
-"""One module per API area; each exposes routes(...) -> list[Route]."""
+"""One module per API area; each exposes ``router``, an APIRouter of ``EdgeRoute``s."""

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import base64
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from fastapi import APIRouter
 
 from deployments.embedding import EMBEDDER
 from deployments.registry import of_task
-from deployments.settings import EmbeddingSettings
-from graphs.http import APIError, parse_json
+from graphs.http import APIError, EdgeRoute, body_limit
 from graphs.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, Usage
-from graphs.services import Services
+from graphs.services import Services, ServicesDep, SettingsDep
 
 DEFAULT_EMBEDDER = EMBEDDER.name
 MAX_BODY_BYTES = 8 * 1024 * 1024
+
+router = APIRouter(route_class=EdgeRoute, tags=["embeddings"])
 
 
 async def pick_embedder(services: Services, requested: str | None) -> tuple[str, str]:
@@ -42,41 +41,38 @@ async def pick_embedder(services: Services, requested: str | None) -> tuple[str,
     )
 
 
-def routes(services: Services, limits: EmbeddingSettings) -> list[Route]:
-    async def create_embeddings(request: Request) -> JSONResponse:
-        body = await parse_json(request, EmbeddingRequest, MAX_BODY_BYTES)
-        texts = body.texts()
-        if len(texts) > limits.max_inputs:
-            raise APIError(
-                400, f"input has {len(texts)} items; at most {limits.max_inputs}", param="input"
-            )
-        longest = max(len(t) for t in texts)
-        if longest > limits.max_input_chars:
-            raise APIError(
-                400,
-                f"an input is {longest} characters; at most {limits.max_input_chars}",
-                param="input",
-            )
-        name, model = await pick_embedder(services, body.model)
-        try:
-            result = await services.get(name).embed.remote(
-                texts, body.input_type == "query", body.dimensions
-            )
-        except ValueError as exc:  # the engine refused the dimensions
-            raise APIError(400, str(exc), param="dimensions") from None
-        data = [
-            EmbeddingData(
-                index=i,
-                embedding=base64.b64encode(vec.astype("<f4").tobytes()).decode()
-                if body.encoding_format == "base64"
-                else vec.tolist(),
-            )
-            for i, vec in enumerate(result.vectors)
-        ]
-        tokens = sum(result.tokens)
-        response = EmbeddingResponse(
-            data=data, model=model, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
+@router.post("/v1/embeddings", response_model=EmbeddingResponse,
+             openapi_extra=body_limit(MAX_BODY_BYTES))
+async def create_embeddings(
+    body: EmbeddingRequest, services: ServicesDep, settings: SettingsDep
+) -> EmbeddingResponse:
+    limits = settings.embedding
+    texts = body.texts()
+    if len(texts) > limits.max_inputs:
+        raise APIError(
+            400, f"input has {len(texts)} items; at most {limits.max_inputs}", param="input"
         )
-        return JSONResponse(response.model_dump())
-
-    return [Route("/v1/embeddings", create_embeddings, methods=["POST"])]
+    longest = max(len(t) for t in texts)
+    if longest > limits.max_input_chars:
+        raise APIError(
+            400,
+            f"an input is {longest} characters; at most {limits.max_input_chars}",
+            param="input",
+        )
+    name, model = await pick_embedder(services, body.model)
+    result = await services.get(name).embed.remote(
+        texts, body.input_type == "query", body.dimensions
+    )
+    data = [
+        EmbeddingData(
+            index=i,
+            embedding=base64.b64encode(vec.astype("<f4").tobytes()).decode()
+            if body.encoding_format == "base64"
+            else vec.tolist(),
+        )
+        for i, vec in enumerate(result.vectors)
+    ]
+    tokens = sum(result.tokens)
+    return EmbeddingResponse(
+        data=data, model=model, usage=Usage(prompt_tokens=tokens, total_tokens=tokens)
+    )

@@ -13,9 +13,10 @@ Text is validated here, before any model is called, so bad text is a 4xx.
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from starlette.responses import Response, StreamingResponse
 
 from deployments.chatterbox import CHATTERBOX
 from deployments.registry import of_task
@@ -23,11 +24,11 @@ from deployments.results import ReplicaInfo
 from deployments.settings import SpeechSettings
 from deployments.text import SynthesisCancelled, clean_text
 from graphs.failover import TTSStream, hedge_policy
-from graphs.http import APIError, parse_json
+from graphs.http import APIError, EdgeRoute, body_limit
 from graphs.schemas import (
     CancelResponse, ChatterboxTTSRequest, SpeechRequest, VoiceCard, VoiceList,
 )
-from graphs.services import Services
+from graphs.services import Services, ServicesDep, SettingsDep
 
 MAX_BODY_BYTES = 64 * 1024
 CLONER = CHATTERBOX.name
@@ -40,6 +41,8 @@ OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "on
                  "sage", "shimmer", "verse")
 MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "mp3": "audio/mpeg",
                "flac": "audio/flac", "opus": "audio/ogg"}
+
+router = APIRouter(route_class=EdgeRoute, tags=["speech"])
 
 
 def checked_text(text: str, limit: int, param: str) -> str:
@@ -60,17 +63,14 @@ async def tts_info(services: Services, name: str) -> ReplicaInfo:
 
 async def open_stream(services: Services, name: str, settings: SpeechSettings,
                       text: str, fmt: str, **kwargs) -> tuple[bytes, TTSStream]:
-    """Start a failover-safe TTS stream and wait for its first piece, so bad input is still a 4xx."""
+    """Start a failover-safe TTS stream and wait for its first piece, so bad input is still a 4xx.
+
+    The gateway maps what the engine refuses (ValueError: 400, a cancel: 409).
+    """
     stream = TTSStream(services.get(name), text, fmt, settings.piece_timeout_s,
                        settings.suspect_s, hedge=hedge_policy(name, settings),
                        queue_wait_s=settings.queue_wait_s, **kwargs)
-    try:
-        first = await stream.first()
-    except ValueError as exc:
-        raise APIError(400, str(exc)) from None
-    except SynthesisCancelled:
-        raise APIError(409, "synthesis was cancelled", code="cancelled") from None
-    return first, stream
+    return await stream.first(), stream
 
 
 async def rest_of(first: bytes, stream: TTSStream):
@@ -89,77 +89,93 @@ def served_headers(engine: str, stream: TTSStream) -> dict[str, str]:
             "X-TTS-Resumed": str(stream.resumed)}
 
 
-def routes(services: Services, settings: SpeechSettings) -> list[Route]:
-    async def chatterbox_tts(request: Request) -> Response:
-        body = await parse_json(request, ChatterboxTTSRequest, MAX_BODY_BYTES)
-        text = checked_text(body.text, settings.max_input_chars, "text")
-        if CLONER in services.handles:
-            engine = CLONER
-            kwargs = {
-                "voice": body.reference_audio or settings.chatterbox.default_reference,
-                "style": {"exaggeration": body.exaggeration, "cfg_weight": body.cfg_weight,
-                          "temperature": body.temperature},
-            }
-        else:
-            engine, kwargs = settings.default_engine, {}
-        first, stream = await open_stream(
-            services, engine, settings, text, "pcm", sample_rate=body.sample_rate, **kwargs)
-        pcm = b"".join([piece async for piece in rest_of(first, stream)])
-        headers = {
-            "X-Audio-Duration": f"{len(pcm) / 2 / body.sample_rate:.3f}",
-            "X-Sample-Rate": str(body.sample_rate),
-            "X-Channels": "1",
-            "X-Format": "pcm_s16le",
-            **served_headers(engine, stream),
+def speech_settings(settings: SettingsDep) -> SpeechSettings:
+    return settings.speech
+
+
+SpeechDep = Annotated[SpeechSettings, Depends(speech_settings)]
+
+
+def audio_route(path: str, response_class: type[Response], media_types: list[str], what: str):
+    """A POST route answering audio, described as such in /openapi.json."""
+    return router.post(path, response_class=response_class, openapi_extra=body_limit(MAX_BODY_BYTES),
+                       responses={200: {"content": {t: {} for t in media_types}, "description": what}})
+
+
+@audio_route("/v1/tts", Response, ["application/octet-stream"],
+             "Raw int16 mono PCM; X-Audio-Duration, X-Sample-Rate...")
+async def chatterbox_tts(
+    body: ChatterboxTTSRequest, services: ServicesDep, settings: SpeechDep
+) -> Response:
+    text = checked_text(body.text, settings.max_input_chars, "text")
+    if CLONER in services.handles:
+        engine = CLONER
+        kwargs = {
+            "voice": body.reference_audio or settings.chatterbox.default_reference,
+            "style": {"exaggeration": body.exaggeration, "cfg_weight": body.cfg_weight,
+                      "temperature": body.temperature},
         }
-        if engine != CLONER:
-            headers["X-TTS-Fallback-Reason"] = services.unavailable.get(CLONER, "not deployed")[:200]
-        return Response(pcm, media_type="application/octet-stream", headers=headers)
+    else:
+        engine, kwargs = settings.default_engine, {}
+    first, stream = await open_stream(
+        services, engine, settings, text, "pcm", sample_rate=body.sample_rate, **kwargs)
+    pcm = b"".join([piece async for piece in rest_of(first, stream)])
+    headers = {
+        "X-Audio-Duration": f"{len(pcm) / 2 / body.sample_rate:.3f}",
+        "X-Sample-Rate": str(body.sample_rate),
+        "X-Channels": "1",
+        "X-Format": "pcm_s16le",
+        **served_headers(engine, stream),
+    }
+    if engine != CLONER:
+        headers["X-TTS-Fallback-Reason"] = services.unavailable.get(CLONER, "not deployed")[:200]
+    return Response(pcm, media_type="application/octet-stream", headers=headers)
 
-    async def cancel(_: Request) -> JSONResponse:
-        names = [n for n in services.handles if services.tasks.get(n) == "tts"]
-        for name in names:
-            await services.handles[name].broadcast("cancel").results_async(timeout_s=5)
-        return JSONResponse(CancelResponse(cancelled=names).model_dump())
 
-    async def speech(request: Request) -> StreamingResponse:
-        body = await parse_json(request, SpeechRequest, MAX_BODY_BYTES)
-        text = checked_text(body.input, settings.max_input_chars, "input")
-        if body.model not in MODELS:
-            raise APIError(404, f"model {body.model!r} is not a speech model; one of {sorted(MODELS)}",
-                           param="model", code="model_not_found")
-        engine = MODELS[body.model]
-        if engine == CLONER and CLONER not in services.handles:
-            engine = settings.default_engine
-        info = await tts_info(services, engine)
-        voice = body.voice
-        if voice not in info.voices:
-            if voice not in OPENAI_VOICES:
-                raise APIError(400, f"unknown voice {voice!r} for {body.model}; available: "
-                               f"{info.voices} or an OpenAI voice name", param="voice")
-            voice = info.default_voice
-        rate = body.sample_rate or info.sample_rate
-        first, stream = await open_stream(
-            services, engine, settings, text, body.response_format, voice=voice,
-            speed=body.speed, sample_rate=rate)
-        return StreamingResponse(
-            rest_of(first, stream), media_type=MEDIA_TYPES[body.response_format],
-            headers={**served_headers(engine, stream), "X-Sample-Rate": str(rate)},
-        )
+@router.post("/cancel", response_model=CancelResponse)
+async def cancel(services: ServicesDep) -> CancelResponse:
+    names = [n for n in services.handles if services.tasks.get(n) == "tts"]
+    for name in names:
+        await services.handles[name].broadcast("cancel").results_async(timeout_s=5)
+    return CancelResponse(cancelled=names)
 
-    async def voices(_: Request) -> JSONResponse:
-        cards = []
-        for name in MODEL_OF:
-            if name not in services.handles:
-                continue
-            info = await tts_info(services, name)
-            cards += [VoiceCard(id=v, model=MODEL_OF[name], deployment=name,
-                                default=v == info.default_voice) for v in info.voices]
-        return JSONResponse(VoiceList(data=cards, aliases=list(OPENAI_VOICES)).model_dump())
 
-    return [
-        Route("/v1/tts", chatterbox_tts, methods=["POST"]),
-        Route("/cancel", cancel, methods=["POST"]),
-        Route("/v1/audio/speech", speech, methods=["POST"]),
-        Route("/v1/audio/voices", voices, methods=["GET"]),
-    ]
+@audio_route("/v1/audio/speech", StreamingResponse, list(MEDIA_TYPES.values()),
+             "Audio, chunked one sentence at a time for wav/pcm.")
+async def speech(
+    body: SpeechRequest, services: ServicesDep, settings: SpeechDep
+) -> StreamingResponse:
+    text = checked_text(body.input, settings.max_input_chars, "input")
+    if body.model not in MODELS:
+        raise APIError(404, f"model {body.model!r} is not a speech model; one of {sorted(MODELS)}",
+                       param="model", code="model_not_found")
+    engine = MODELS[body.model]
+    if engine == CLONER and CLONER not in services.handles:
+        engine = settings.default_engine
+    info = await tts_info(services, engine)
+    voice = body.voice
+    if voice not in info.voices:
+        if voice not in OPENAI_VOICES:
+            raise APIError(400, f"unknown voice {voice!r} for {body.model}; available: "
+                           f"{info.voices} or an OpenAI voice name", param="voice")
+        voice = info.default_voice
+    rate = body.sample_rate or info.sample_rate
+    first, stream = await open_stream(
+        services, engine, settings, text, body.response_format, voice=voice,
+        speed=body.speed, sample_rate=rate)
+    return StreamingResponse(
+        rest_of(first, stream), media_type=MEDIA_TYPES[body.response_format],
+        headers={**served_headers(engine, stream), "X-Sample-Rate": str(rate)},
+    )
+
+
+@router.get("/v1/audio/voices", response_model=VoiceList)
+async def voices(services: ServicesDep) -> VoiceList:
+    cards = []
+    for name in MODEL_OF:
+        if name not in services.handles:
+            continue
+        info = await tts_info(services, name)
+        cards += [VoiceCard(id=v, model=MODEL_OF[name], deployment=name,
+                            default=v == info.default_voice) for v in info.voices]
+    return VoiceList(data=cards, aliases=list(OPENAI_VOICES))

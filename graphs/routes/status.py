@@ -8,13 +8,12 @@ capacity planner (``cluster.capacity.plan``) allows per node.
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from fastapi import APIRouter, Request
 
 from cluster.capacity import plan
 from cluster.nodes import Node
@@ -26,8 +25,12 @@ from graphs.schemas import (
     NodeBudget,
     NodeStatus,
 )
-from graphs.services import Services
+from graphs.http import EdgeRoute
+from graphs.services import ServicesDep
 from graphs.topology import AppArgs
+
+
+router = APIRouter(route_class=EdgeRoute, tags=["status"])
 
 
 def _value(x: object) -> str:
@@ -121,30 +124,31 @@ def budget(
     return out
 
 
-def routes(services: Services, topology: AppArgs, nodes: dict[str, Node]) -> list[Route]:
-    gateways: list[DeploymentHandle] = []  # this deployment's own handle, made on first use
+@functools.cache
+def own_handle(deployment: str, app_name: str) -> DeploymentHandle:
+    """The gateway's own handle (to ask every gateway replica where it runs), made once."""
+    return serve.get_deployment_handle(deployment, app_name)
 
-    async def status(_: Request) -> JSONResponse:
-        ctx = serve.get_replica_context()
-        if not gateways:
-            gateways.append(serve.get_deployment_handle(ctx.deployment, ctx.app_name))
-        gateway = gateways[0]
-        serve_status, ray_nodes, info, gateway_info = await asyncio.gather(
-            asyncio.to_thread(serve.status),
-            asyncio.to_thread(ray.nodes),
-            services.replica_info(max_age_s=0),
-            gateway.broadcast("info").results_async(timeout_s=5),
-        )
-        info = {**info, ctx.deployment: list(gateway_info)}
-        app_status = serve_status.applications.get(ctx.app_name)
-        deployments = deployment_status(app_status, info, topology, services.unavailable)
-        body = ClusterStatus(
-            application=ctx.app_name,
-            app_status=_value(app_status.status) if app_status else "NOT_STARTED",
-            nodes=node_status(ray_nodes),
-            deployments=deployments,
-            budget=budget(topology, nodes, deployments),
-        )
-        return JSONResponse(body.model_dump())
 
-    return [Route("/v1/status", status)]
+@router.get("/v1/status", response_model=ClusterStatus)
+async def status(request: Request, services: ServicesDep) -> ClusterStatus:
+    ctx = serve.get_replica_context()
+    topology: AppArgs = request.app.state.topology
+    nodes: dict[str, Node] = request.app.state.nodes
+    gateway = own_handle(ctx.deployment, ctx.app_name)
+    serve_status, ray_nodes, info, gateway_info = await asyncio.gather(
+        asyncio.to_thread(serve.status),
+        asyncio.to_thread(ray.nodes),
+        services.replica_info(max_age_s=0),
+        gateway.broadcast("info").results_async(timeout_s=5),
+    )
+    info = {**info, ctx.deployment: list(gateway_info)}
+    app_status = serve_status.applications.get(ctx.app_name)
+    deployments = deployment_status(app_status, info, topology, services.unavailable)
+    return ClusterStatus(
+        application=ctx.app_name,
+        app_status=_value(app_status.status) if app_status else "NOT_STARTED",
+        nodes=node_status(ray_nodes),
+        deployments=deployments,
+        budget=budget(topology, nodes, deployments),
+    )

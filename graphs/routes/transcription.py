@@ -7,19 +7,19 @@ cannot accept comes back as a 400.
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 from deployments.results import Segment
-from deployments.settings import WhisperSettings
 from deployments.stt import WHISPER
-from graphs.http import APIError, read_audio_form
+from graphs.http import EdgeRoute, multipart_body, read_audio_form
 from graphs.schemas import (
     Transcription, TranscriptionForm, TranscriptionSegment, TranscriptionVerbose,
     TranscriptionWord,
 )
-from graphs.services import Services
+from graphs.services import ServicesDep, SettingsDep
+
+router = APIRouter(route_class=EdgeRoute, tags=["audio"])
 
 
 def _timestamp(seconds: float, sep: str) -> str:
@@ -41,30 +41,36 @@ def subtitles(segments: list[Segment], fmt: str) -> str:
     return body if fmt == "srt" else f"WEBVTT\n\n{body}"
 
 
-def routes(services: Services, limits: WhisperSettings) -> list[Route]:
-    async def transcribe(request: Request) -> Response:
-        data, form = await read_audio_form(
-            request, limits.max_audio_bytes, TranscriptionForm, ("timestamp_granularities",))
-        words = "word" in form.timestamp_granularities
-        try:
-            result = await services.get(WHISPER.name).transcribe.remote(
-                data, form.sample_rate, form.language, form.prompt, form.temperature, words)
-        except ValueError as exc:  # undecodable audio, a bad rate or language, over-limit length
-            raise APIError(400, str(exc), param="file") from None
-        if form.response_format == "text":
-            return PlainTextResponse(result.text + "\n")
-        if form.response_format in ("srt", "vtt"):
-            media = "application/x-subrip" if form.response_format == "srt" else "text/vtt"
-            return Response(subtitles(result.segments, form.response_format), media_type=media)
-        if form.response_format == "json":
-            return JSONResponse(Transcription(text=result.text).model_dump())
-        verbose = TranscriptionVerbose(
-            language=result.language, duration=result.duration, text=result.text,
-            segments=[TranscriptionSegment.model_validate(s, from_attributes=True)
-                      for s in result.segments] if "segment" in form.timestamp_granularities else None,
-            words=[TranscriptionWord.model_validate(w, from_attributes=True)
-                   for s in result.segments for w in s.words] if words else None,
-        )
-        return JSONResponse(verbose.model_dump(exclude_none=True))
-
-    return [Route("/v1/audio/transcriptions", transcribe, methods=["POST"])]
+@router.post(
+    "/v1/audio/transcriptions", response_class=Response,
+    openapi_extra=multipart_body(TranscriptionForm),
+    responses={200: {"content": {
+        "application/json": {"schema": {"anyOf": [
+            {"$ref": "#/components/schemas/Transcription"},
+            {"$ref": "#/components/schemas/TranscriptionVerbose"}]}},
+        "text/plain": {}, "application/x-subrip": {}, "text/vtt": {}},
+        "description": "The transcript in the requested response_format."}},
+)
+async def transcribe(request: Request, services: ServicesDep, settings: SettingsDep) -> Response:
+    data, form = await read_audio_form(
+        request, settings.speech.whisper.max_audio_bytes, TranscriptionForm,
+        ("timestamp_granularities",))
+    words = "word" in form.timestamp_granularities
+    # Undecodable audio, a bad rate or language, over-limit length: ValueError, a 400.
+    result = await services.get(WHISPER.name).transcribe.remote(
+        data, form.sample_rate, form.language, form.prompt, form.temperature, words)
+    if form.response_format == "text":
+        return PlainTextResponse(result.text + "\n")
+    if form.response_format in ("srt", "vtt"):
+        media = "application/x-subrip" if form.response_format == "srt" else "text/vtt"
+        return Response(subtitles(result.segments, form.response_format), media_type=media)
+    if form.response_format == "json":
+        return JSONResponse(Transcription(text=result.text).model_dump())
+    verbose = TranscriptionVerbose(
+        language=result.language, duration=result.duration, text=result.text,
+        segments=[TranscriptionSegment.model_validate(s, from_attributes=True)
+                  for s in result.segments] if "segment" in form.timestamp_granularities else None,
+        words=[TranscriptionWord.model_validate(w, from_attributes=True)
+               for s in result.segments for w in s.words] if words else None,
+    )
+    return JSONResponse(verbose.model_dump(exclude_none=True))

@@ -13,50 +13,49 @@ from __future__ import annotations
 import json
 import uuid
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
-from starlette.routing import Route
+from fastapi import APIRouter, Request
+from starlette.responses import StreamingResponse
 
-from deployments.settings import WhisperSettings
+from graphs.http import APIError, EdgeRoute, body_limit, multipart_body, read_audio_form
 from graphs.voice import VOICE as VOICE_GRAPH
-from graphs.http import APIError, parse_json, read_audio_form
 from graphs.schemas import VoiceCancelRequest, VoiceCancelResponse, VoiceTurnForm
-from graphs.services import Services
+from graphs.services import ServicesDep, SettingsDep
 
 VOICE = VOICE_GRAPH.name
 
+router = APIRouter(route_class=EdgeRoute, tags=["voice"])
 
-def routes(services: Services, limits: WhisperSettings) -> list[Route]:
-    async def turn(request: Request) -> StreamingResponse:
-        audio, form = await read_audio_form(request, limits.max_audio_bytes, VoiceTurnForm)
-        turn_id = form.turn_id or uuid.uuid4().hex
-        frames = services.get(VOICE).options(stream=True).turn.remote(
-            turn_id, audio, form.sample_rate, form.model_dump(exclude={"turn_id", "sample_rate"}))
-        try:
-            first = await frames.__anext__()
-        except LookupError as exc:  # TurnRefused: no LLM, or the TTS engine is not running
-            raise APIError(503, str(exc), type="unavailable") from None
-        except ValueError as exc:  # audio STT cannot decode or accept
-            raise APIError(400, str(exc), param="file") from None
 
-        async def ndjson():
-            yield json.dumps(first) + "\n"
-            async for frame in frames:
-                yield json.dumps(frame) + "\n"
+@router.post(
+    "/v1/voice/turn", response_class=StreamingResponse, openapi_extra=multipart_body(VoiceTurnForm),
+    responses={200: {"content": {"application/x-ndjson": {}},
+                     "description": "NDJSON frames: transcript, context, audio..., done."}},
+)
+async def turn(request: Request, services: ServicesDep, settings: SettingsDep) -> StreamingResponse:
+    audio, form = await read_audio_form(
+        request, settings.speech.whisper.max_audio_bytes, VoiceTurnForm)
+    turn_id = form.turn_id or uuid.uuid4().hex
+    frames = services.get(VOICE).options(stream=True).turn.remote(
+        turn_id, audio, form.sample_rate, form.model_dump(exclude={"turn_id", "sample_rate"}))
+    # Refusals come before the first frame, while an error can still be an HTTP status:
+    # TurnRefused (no LLM, TTS engine down) is a 503, audio STT cannot accept a 400.
+    first = await frames.__anext__()
 
-        return StreamingResponse(ndjson(), media_type="application/x-ndjson",
-                                 headers={"X-Turn-Id": turn_id})
+    async def ndjson():
+        yield json.dumps(first) + "\n"
+        async for frame in frames:
+            yield json.dumps(frame) + "\n"
 
-    async def cancel(request: Request) -> JSONResponse:
-        body = await parse_json(request, VoiceCancelRequest, 4096)
-        results = await services.get(VOICE).broadcast("cancel", body.turn_id).results_async(timeout_s=5)
-        found = next((r for r in results if r), None)
-        if found is None:
-            raise APIError(404, f"no running turn {body.turn_id!r}", param="turn_id",
-                           code="turn_not_found")
-        return JSONResponse(VoiceCancelResponse(**found).model_dump())
+    return StreamingResponse(ndjson(), media_type="application/x-ndjson",
+                             headers={"X-Turn-Id": turn_id})
 
-    return [
-        Route("/v1/voice/turn", turn, methods=["POST"]),
-        Route("/v1/voice/cancel", cancel, methods=["POST"]),
-    ]
+
+@router.post("/v1/voice/cancel", response_model=VoiceCancelResponse,
+             openapi_extra=body_limit(4096))
+async def cancel(body: VoiceCancelRequest, services: ServicesDep) -> VoiceCancelResponse:
+    results = await services.get(VOICE).broadcast("cancel", body.turn_id).results_async(timeout_s=5)
+    found = next((r for r in results if r), None)
+    if found is None:
+        raise APIError(404, f"no running turn {body.turn_id!r}", param="turn_id",
+                       code="turn_not_found")
+    return VoiceCancelResponse(**found)

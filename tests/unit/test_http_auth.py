@@ -42,10 +42,34 @@ def call(auth: TokenAuth, path="/v1/embeddings", client="127.0.0.1", headers=())
         ((("Authorization", "Bearer s3cret"),), 200),
         ((("authorization", "bearer s3cret"),), 200),
         ((("X-Internal-Token", "s3cret"),), 200),
+        # Exactly one credential: any second one is refused, equal or not, empty or not.
+        ((("Authorization", "Bearer s3cret"), ("Authorization", "Bearer s3cret")), 401),
+        ((("Authorization", "Bearer nope"), ("Authorization", "Bearer s3cret")), 401),
+        ((("Authorization", "Bearer s3cret"), ("X-Internal-Token", "s3cret")), 401),
+        ((("Authorization", "Bearer s3cret"), ("X-Internal-Token", "")), 401),
+        ((("X-Internal-Token", "s3cret"), ("X-Internal-Token", "s3cret")), 401),
+        ((("X-Internal-Token", "s3cret"), ("Authorization", "Basic eDp5")), 401),
+        # Surrounding whitespace is handled the same in both headers.
+        ((("Authorization", "  Bearer   s3cret  "),), 200),
+        ((("X-Internal-Token", "  s3cret\t"),), 200),
+        ((("Authorization", "Bearer s3 cret"),), 401),
+        ((("X-Internal-Token", "s3 cret"),), 401),
+        # An empty or malformed header is a credential that does not match.
+        ((("Authorization", ""),), 401),
+        ((("Authorization", "s3cret"),), 401),
+        ((("X-Internal-Token", ""),), 401),
     ],
 )
 def test_token_required(headers, status):
     assert call(TokenAuth(ok_app, "s3cret"), headers=headers)[0] == status
+
+
+def test_open_paths_and_prefixes():
+    auth = TokenAuth(ok_app, "s3cret", open_paths=("/health", "/docs"), open_prefixes=("/docs/assets/",))
+    assert call(auth, path="/health")[0] == 200
+    assert call(auth, path="/docs/assets/swagger-ui.css")[0] == 200
+    for closed in ("/health/", "/healthz", "/docs/", "/docs/assetsx", "/v1/health"):
+        assert call(auth, path=closed)[0] == 401, closed
 
 
 def test_health_is_open():
