@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install run down status test test-unit capacity bench head worker models chaos
+.PHONY: help install run down status test test-unit capacity bench head worker models chaos gpu-smoke
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,6 +51,9 @@ bench: ## benchmarks; results go to docs/BENCHMARKS.md
 chaos: ## panda hard-killed under TTS load (ours vs Ray's label fallback), then 200 TTS callers for 60 s (docs/BENCHMARKS.md)
 	$(PY) -m bench.failover --duration 60 --rate 12
 	$(PY) -m bench.overload --clients 200 --duration 60
+
+gpu-smoke: ## every declared GPU engine's code path on CUDA, random weights, no Ray (one line each)
+	$(PY) bench/gpu_smoke.py
 
 models: ## fill the local model cache with production weights (needs the model hub)
 	$(PY) -m deployments.model_cache fetch

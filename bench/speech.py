@@ -31,6 +31,7 @@ from deployments import audio  # noqa: E402
 from tests.speechkit import espeak_wav  # noqa: E402
 
 CLIP_SECONDS = 5.0
+SILENCE_SECONDS = 600.0  # issue 12: ten silent minutes took 67 s and came back as words
 STT_TEXT = "Please remind me to call my sister tomorrow morning about the dinner."
 TTS_TEXT = ("Good morning. It is seven o'clock and the weather is sunny. "
             "You have two meetings today, the first one at ten.")
@@ -72,6 +73,14 @@ def in_process(runs: int, wav: bytes) -> list[tuple]:
         times.append(time.perf_counter() - t)
     rows.append(("STT whisper base, 5 s clip", "in-process", summary(times), "-",
                  rtf(times, [CLIP_SECONDS] * runs)))
+    silence = audio.Audio(np.zeros(int(SILENCE_SECONDS * 16_000), np.float32), 16_000)
+    times = []
+    for _ in range(runs):  # VAD finds no speech: Whisper is not run at all
+        t = time.perf_counter()
+        assert whisper.transcribe(silence).text == ""
+        times.append(time.perf_counter() - t)
+    rows.append((f"STT whisper base, {SILENCE_SECONDS / 60:.0f} min of silence", "in-process",
+                 summary(times), "-", rtf(times, [SILENCE_SECONDS] * runs)))
     engines = {"kokoro": KokoroEngine(s.speech.kokoro, "cpu"), "piper": PiperEngine(s.speech.piper_voice)}
     for name, engine in engines.items():
         engine.load()
@@ -149,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Speech",
         "",
         header(command),
-        "STT: a 5.0 s espeak-ng clip at 16 kHz, Whisper base (faster-whisper int8, greedy). "
+        "STT: a 5.0 s espeak-ng clip at 16 kHz, Whisper base (faster-whisper int8, greedy), "
+        "and 10 minutes of digital silence (voice activity detection finds no speech). "
         "TTS: three sentences, `response_format=pcm` at the model's rate; time to first audio "
         "is the first sentence's bytes arriving (served) or the first chunk yielded "
         f"(in-process). Median of {args.runs} (the minimum in parentheses), after one warm-up each.",

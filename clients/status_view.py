@@ -67,7 +67,8 @@ def deployments_table(status: ClusterStatus) -> Table:
                 f"{d.num_gpus:g}",
                 _gb(r.gpu_memory_gb if r.gpu_memory_gb is not None else d.gpu_memory_gb),
                 _gb(r.gpu_memory_used_gb),
-                r.error or ("" if r.gpu_memory_capped or not d.gpu_memory_gb else "cap not enforced (no CUDA)"),
+                r.error or (None if r.available else f"takes no calls: {r.reason}")
+                or ("" if r.gpu_memory_capped or not d.gpu_memory_gb else "cap not enforced (no CUDA)"),
             )
     return table
 
@@ -87,7 +88,8 @@ def capacity_table(node: NodeBudget) -> Table:
                 "running replicas", "running GPU", "running GB", "used GB"):
         table.add_column(col, justify="left" if col == "deployment" else "right")
     for r in node.rows:
-        table.add_row(r.deployment, str(r.planned_replicas), f"{r.planned_gpus:.2f}",
+        name = r.deployment if r.available else f"{r.deployment} (cannot run here)"
+        table.add_row(name, str(r.planned_replicas), f"{r.planned_gpus:.2f}",
                       _gb(r.planned_memory_gb), str(r.running_replicas), f"{r.running_gpus:.2f}",
                       _gb(r.running_memory_gb), _gb(r.used_memory_gb))
     used = [r.used_memory_gb for r in node.rows if r.used_memory_gb is not None]

@@ -176,6 +176,7 @@ class GraphIndexEngine:
         self.refresh(list(docs))
 
     def delete_documents(self, doc_ids: list[str]) -> None:
+        """Forget these documents in the store (durable), then here."""
         for doc_id in doc_ids:
             self.store.delete_document(doc_id)
         self.refresh(doc_ids)
@@ -191,18 +192,26 @@ class GraphIndexEngine:
         return len(doc_ids)
 
     def _apply(self, entities: dict[str, tuple[str, str]], doc_entities: dict[str, set[str]]) -> None:
+        """Make these documents' entities exactly these; an entity no document mentions any
+        more is forgotten here too."""
         with self.lock:
             self.entities.update(entities)
+            dropped: set[str] = set()
             for doc_id, new in doc_entities.items():
                 old = self.doc_entities.pop(doc_id, set())
                 self.weights.subtract(pairs(old))
                 for e in old:
                     self.entity_docs.get(e, set()).discard(doc_id)
+                dropped |= old
                 if new:
                     self.doc_entities[doc_id] = set(new)
                     self.weights.update(pairs(new))
                     for e in new:
                         self.entity_docs.setdefault(e, set()).add(doc_id)
+            for e in dropped:
+                if not self.entity_docs.get(e):
+                    self.entity_docs.pop(e, None)
+                    self.entities.pop(e, None)
             self.weights = +self.weights  # drop pairs no document shares any more
             self.backend.build(dict(self.weights))
 
@@ -263,7 +272,8 @@ class GraphIndex(ModelReplica):
 
     def __init__(self, make_engine, settings: Settings, profile: str, gpu_memory_gb: float = 0.0):
         super().__init__(make_engine, settings, profile, gpu_memory_gb)
-        self.refresher = IndexRefresher(self.engine, settings.stores, "graph")
+        if not self.unavailable:
+            self.refresher = IndexRefresher(self.engine, settings.stores, "graph")
 
     async def expand(
         self, doc_ids: list[str], hops: int, labels: list[str] | None = None
@@ -272,6 +282,9 @@ class GraphIndex(ModelReplica):
 
     async def replace_documents(self, docs: dict[str, list[Mention]]) -> None:
         await asyncio.to_thread(self.engine.replace_documents, docs)
+
+    async def delete_documents(self, doc_ids: list[str]) -> None:
+        await asyncio.to_thread(self.engine.delete_documents, doc_ids)
 
     async def mentions(self, doc_ids: list[str]) -> dict[str, list[Mention]]:
         return await asyncio.to_thread(self.engine.mentions, doc_ids)

@@ -17,7 +17,7 @@ from ray import serve
 
 from deployments.declaration import AVAILABLE, Availability, ModelDeclaration, Weights
 from deployments.profile import resolve_profile
-from deployments.settings import DEFAULT_MODEL_CACHE, KokoroSettings, Settings
+from deployments.settings import DEFAULT_MODEL_CACHE, KokoroSettings
 from deployments.tts import Job, TTSEngine, TTSReplica
 
 KOKORO_RATE = 24_000

@@ -33,6 +33,13 @@ class GPUMemoryExceeded(RuntimeError):
     """
 
 
+class ModelUnavailable(RuntimeError):
+    """This replica runs where its model cannot (weights absent on its node): it takes no calls.
+
+    The gateway answers 503; TTS failover treats it like a lost replica.
+    """
+
+
 def is_cuda_oom(exc: BaseException) -> bool:
     """torch's CUDA out-of-memory error, without importing torch where it is unused."""
     torch = sys.modules.get("torch")
@@ -43,6 +50,8 @@ def error_kind(exc: BaseException) -> str:
     """A small fixed vocabulary for the ``kind`` label (bounded cardinality)."""
     if isinstance(exc, GPUMemoryExceeded) or is_cuda_oom(exc):
         return "gpu_oom"
+    if isinstance(exc, ModelUnavailable):
+        return "unavailable"
     if isinstance(exc, ValueError):
         return "invalid_request"
     if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is TimeoutError since 3.11
@@ -72,7 +81,8 @@ class ReplicaMetrics:
         )
         self.errors = Counter(
             "her_serve_model_errors",
-            description="Failed calls by kind: gpu_oom, invalid_request, timeout, cancelled, internal.",
+            description="Failed calls by kind: gpu_oom, unavailable, invalid_request, timeout, "
+                        "cancelled, internal.",
             tag_keys=("method", "kind"),
         )
         self.latency = Histogram(

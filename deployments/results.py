@@ -181,3 +181,11 @@ class IngestResult:
     entities_skipped: str | None = None
     refresh: str = "none"
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ForgetResult:
+    deleted: dict[str, bool]
+    """Per id asked: whether any store held it (False: nothing to do, safe to retry)."""
+    refresh: str = "none"
+    """How the index replicas learned of it: "redis" or "direct"."""

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 
 from deployments.declaration import Availability
 from deployments.logs import install_redaction
-from deployments.metrics import ReplicaMetrics, gpu_memory_used_bytes
+from deployments.metrics import ModelUnavailable, ReplicaMetrics, gpu_memory_used_bytes
 from deployments.profile import current_placement
 from deployments.results import EngineInfo, ReplicaInfo
 
@@ -74,10 +74,12 @@ class ModelReplica:
     (``__init_subclass__``), by ``_replica_call``: requests, errors by kind,
     latency and GPU memory are recorded the same way everywhere, and a CUDA OOM
     fails only that request (``GPUMemoryExceeded``, a 503 at the gateway).
-    Serve's own hooks (``reconfigure``, ``check_health``) are not requests.
+    Lifecycle hooks (``reconfigure``, ``configure``, ``check_health``) are not calls.
     """
 
-    SERVE_HOOKS = frozenset({"reconfigure", "check_health"})
+    LIFECYCLE = frozenset({"reconfigure", "configure", "check_health"})
+    BOOKKEEPING = frozenset({"info", "voices", "cancel", "content_hashes"})
+    """Calls whose success says nothing about the engine (they do not spare a health probe)."""
 
     def __init__(
         self, make_engine: Callable[[Any, str], Engine], settings: Any, profile: str,
@@ -87,9 +89,14 @@ class ModelReplica:
         self.gpu_memory_gb = gpu_memory_gb
         self.gpu_fraction = cap_gpu_memory(gpu_memory_gb)
         self.metrics = ReplicaMetrics(_deployment_name(type(self).__name__), gpu_memory_gb)
-        self.engine = make_engine(settings, profile)
-        self.engine.load()
         self.placement = current_placement()
+        # Decided here, on the node that runs the replica: its hardware, its disk.
+        self.engine, self.unavailable = engine_on_this_node(make_engine, settings, profile)
+        if self.unavailable:
+            log.warning("%s on %s takes no calls: %s", self.metrics.deployment,
+                        self.placement.host, self.unavailable)
+        else:
+            self.engine.load()
         self.last_ok = float("-inf")  # when the engine last answered; check_health probes after
         self._probe: asyncio.Task | None = None
 
@@ -117,8 +124,8 @@ class ModelReplica:
         or is still stuck from an earlier check, fails the check and Serve
         replaces this replica.
         """
-        if time.monotonic() - self.last_ok < HEALTH_PROBE_EVERY_S:
-            return
+        if self.unavailable or time.monotonic() - self.last_ok < HEALTH_PROBE_EVERY_S:
+            return  # a replica without its model is alive; it refuses calls instead
         if self._probe is None:
             self._probe = asyncio.create_task(asyncio.to_thread(self.engine.probe))
         probe, started = self._probe, time.monotonic()
@@ -132,19 +139,34 @@ class ModelReplica:
 
     def info(self) -> ReplicaInfo:
         used = gpu_memory_used_bytes()
+        engine = EngineInfo(model=self.metrics.deployment) if self.unavailable else self.engine.info()
         return ReplicaInfo(
-            **self.engine.info().fields(),
+            **engine.fields(),
             **self.placement.to_dict(),
+            profile=getattr(self.engine, "profile", None),
+            available=not self.unavailable,
+            reason=self.unavailable or None,
             gpu_memory_gb=self.gpu_memory_gb,
             gpu_memory_capped=self.gpu_fraction is not None,
             gpu_memory_used_gb=None if used is None else round(used / GIB, 3),
         )
 
 
+def engine_on_this_node(make_engine: Callable, settings: Any, profile: str) -> tuple[Any, str]:
+    """The engine for this node (profile auto resolved here, this node's model cache),
+    and why it cannot run here ("" when it can)."""
+    try:
+        engine = make_engine(settings.on_this_node(), profile)
+    except RuntimeError as exc:  # e.g. profile gpu on a node without CUDA
+        return None, str(exc)
+    avail = engine.availability()
+    return engine, "" if avail.ok else avail.reason
+
+
 def wrap_public_methods(cls: type) -> None:
     """Wrap every public method ``cls`` defines itself (once) in ``_replica_call``."""
     for name, fn in list(vars(cls).items()):
-        if (name.startswith("_") or name in ModelReplica.SERVE_HOOKS or not inspect.isfunction(fn)
+        if (name.startswith("_") or name in ModelReplica.LIFECYCLE or not inspect.isfunction(fn)
                 or getattr(fn, "__replica_call__", False)):
             continue
         setattr(cls, name, _replica_call(fn))
@@ -153,29 +175,42 @@ def wrap_public_methods(cls: type) -> None:
 def _replica_call(fn: Callable) -> Callable:
     """The one call path of a replica method: metrics and error mapping around it."""
     name = fn.__name__
+    proves_engine = name not in ModelReplica.BOOKKEEPING
+
+    def worked(self) -> None:
+        if proves_engine:
+            self.last_ok = time.monotonic()
+
+    def refuse_without_model(self) -> None:
+        if self.unavailable and name != "info":
+            raise ModelUnavailable(f"{self.metrics.deployment} on {self.placement.host} "
+                                   f"takes no calls: {self.unavailable}")
 
     if inspect.isasyncgenfunction(fn):
         @functools.wraps(fn)
         async def stream(self, *args, **kwargs):
             with self.metrics.observe(name):
+                refuse_without_model(self)
                 async for item in fn(self, *args, **kwargs):
+                    worked(self)  # each piece is proof: a long stream spares the probe
                     yield item
-            self.last_ok = time.monotonic()
         wrapper = stream
     elif inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def call(self, *args, **kwargs):
             with self.metrics.observe(name):
+                refuse_without_model(self)
                 result = await fn(self, *args, **kwargs)
-            self.last_ok = time.monotonic()
+            worked(self)
             return result
         wrapper = call
     else:
         @functools.wraps(fn)
         def call_sync(self, *args, **kwargs):
             with self.metrics.observe(name):
+                refuse_without_model(self)
                 result = fn(self, *args, **kwargs)
-            self.last_ok = time.monotonic()
+            worked(self)
             return result
         wrapper = call_sync
     wrapper.__replica_call__ = True

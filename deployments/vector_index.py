@@ -243,7 +243,8 @@ class VectorIndex(ModelReplica):
 
     def __init__(self, make_engine, settings: Settings, profile: str, gpu_memory_gb: float = 0.0):
         super().__init__(make_engine, settings, profile, gpu_memory_gb)
-        self.refresher = IndexRefresher(self.engine, settings.stores, "vector")
+        if not self.unavailable:
+            self.refresher = IndexRefresher(self.engine, settings.stores, "vector")
 
     async def search(self, vectors: np.ndarray, k: int) -> list[list[RetrievedDocument]]:
         return await asyncio.to_thread(self.engine.search, vectors, k)

@@ -28,13 +28,16 @@ from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from deployments import routing
+from deployments.metrics import ModelUnavailable
 from deployments.settings import SpeechSettings
 from deployments.text import tts_sentences
 from graphs.http import APIError
 
 log = logging.getLogger("ray.serve")
 
-REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError)
+# ModelUnavailable: a replica on a node without the model's weights refuses; try the other.
+REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError,
+                ModelUnavailable)
 STREAMABLE = ("pcm", "wav")  # one piece per sentence (deployments.tts.TTSReplica.stream)
 
 

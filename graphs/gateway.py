@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse
 from cluster.nodes import Node
 from deployments.llm import LLMBadResponse, LLMTimeout, LLMUnreachable
 from deployments.logs import install_redaction
-from deployments.metrics import GPUMemoryExceeded
+from deployments.metrics import GPUMemoryExceeded, ModelUnavailable
 from deployments.profile import current_placement
 from deployments.results import ReplicaInfo
 from deployments.settings import Settings
@@ -41,7 +41,7 @@ from graphs.http import (
 )
 from graphs.metrics import RouteMetrics
 from graphs.routes import (
-    chat, embeddings, models, ner, retrieval, speech, status, transcription, voice,
+    chat, documents, embeddings, models, ner, retrieval, speech, status, transcription, voice,
 )
 from graphs.schemas import ErrorResponse
 from graphs.services import Services
@@ -54,7 +54,8 @@ DOCS_ASSETS = "/docs/assets"
 OPEN_PATHS = ("/health", "/docs", "/openapi.json")
 """Served without a token: they hold no data (health, and the API's own description)."""
 OPEN_PREFIXES = (f"{DOCS_ASSETS}/",)
-ROUTERS = (models, embeddings, ner, retrieval, speech, transcription, voice, chat, status)
+ROUTERS = (models, embeddings, ner, retrieval, documents, speech, transcription, voice, chat,
+           status)
 ERROR_RESPONSES = {
     "4XX": {"model": ErrorResponse, "description": "The request was refused (OpenAI's error envelope)."},
     "5XX": {"model": ErrorResponse, "description": "A model or store is unavailable or busy."},
@@ -97,6 +98,7 @@ ERRORS: dict[type[BaseException], Mapped] = {
                               message="server busy: the model's queue is full"),
     DeploymentUnavailableError: Mapped(503, "unavailable", "model_unavailable", retry_after_s=5),
     GPUMemoryExceeded: Mapped(503, "gpu_memory_exceeded", retry_after_s=1),
+    ModelUnavailable: Mapped(503, "unavailable", "model_unavailable", retry_after_s=5),
     StoreUnavailable: Mapped(503, "unavailable", "store_unavailable", retry_after_s=5),
     TurnRefused: Mapped(503, "unavailable", "model_unavailable"),
     SynthesisCancelled: Mapped(409, "invalid_request_error", "cancelled",
@@ -212,6 +214,7 @@ class Gateway:
         tasks: dict[str, str],
         topology: AppArgs,
         nodes: dict[str, Node],
+        node_views: dict[str, dict[str, str]] | None = None,
     ):
         install_redaction()
         self.settings = settings
@@ -219,8 +222,12 @@ class Gateway:
         self.nodes = nodes
         for name, reason in unavailable.items():
             log.warning("%s is not running: %s", name, reason)
-        self.services = Services(handles=handles, tasks=tasks,
-                                 unavailable=public_reasons(unavailable, settings.model_cache))
+        self.services = Services(
+            handles=handles, tasks=tasks,
+            unavailable=public_reasons(unavailable, settings.model_cache),
+            nodes={name: public_reasons(view, settings.model_cache)
+                   for name, view in (node_views or {}).items()},
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self.services, self.settings, self.topology, self.nodes)

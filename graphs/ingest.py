@@ -1,4 +1,5 @@
-"""IngestGraph: documents -> NER -> embeddings -> PostgreSQL, Qdrant, the graph, Redis.
+"""IngestGraph: documents -> NER -> embeddings -> PostgreSQL, Qdrant, the graph, Redis;
+and forgetting them again from all of those.
 
 Acknowledged only after the durable writes. Order: the PostgreSQL transaction
 opens, Qdrant (through VectorIndex) and the graph store (through GraphIndex)
@@ -7,7 +8,8 @@ makes re-ingest a no-op, exists only once every store holds the document. A
 failure anywhere, the commit included, rolls PostgreSQL back and puts Qdrant
 and the graph back as they were before the write: new documents are deleted,
 changed ones get their previous version again (docs/retrieval.md has the
-details and the remaining limit).
+details and the remaining limit). Forgetting (``forget``) deletes the same way:
+inside PostgreSQL's transaction, with the same restore when anything fails.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.declaration import GraphDeclaration
 from deployments.ner import NER
 from deployments.profile import current_placement
-from deployments.results import IngestResult, ReplicaInfo
+from deployments.results import ForgetResult, IngestResult, ReplicaInfo
 from deployments.settings import NerSettings, StoreSettings
 from deployments.stores import DocumentRecord, Mention
 from deployments.stores.postgres import PostgresStore
@@ -115,13 +117,18 @@ class IngestGraph:
 
     async def _embed(self, texts: list[str]):
         """Document embeddings (float32 array), from the Redis cache where present."""
-        if self.model_id is None:
-            self.model_id = (await self.embedder.info.remote()).model
+        model = await self._model()
 
         async def compute(missing: list[str]):
             return (await self.embedder.embed.remote(missing)).vectors
 
-        return await embed_with_cache(self.redis, self.model_id, texts, compute)
+        return await embed_with_cache(self.redis, model, texts, compute)
+
+    async def _model(self) -> str:
+        """The embedding model's id: half of every Redis cache key."""
+        if self.model_id is None:
+            self.model_id = (await self.embedder.info.remote()).model
+        return self.model_id
 
     async def _write(self, docs: list[DocumentRecord], vectors) -> None:
         ids = [d.id for d in docs]
@@ -131,14 +138,39 @@ class IngestGraph:
             self.postgres.write(docs, self.model_id, self.ner is not None)
             if self.postgres else contextlib.nullcontext()
         )
+        async with self._restoring(relational, ids):
+            await self.vectors.upsert.remote(ids, vectors, payloads)
+            await self.graph.replace_documents.remote({d.id: d.mentions for d in docs})
+
+    async def forget(self, ids: list[str]) -> ForgetResult:
+        """Delete documents from PostgreSQL (with the entities only they mentioned), Qdrant,
+        the graph store, Redis's embedding cache and every index replica; deleting what is
+        absent is a no-op (``deleted`` False)."""
+        relational = self.postgres.delete(ids) if self.postgres else contextlib.nullcontext({})
+        async with self._restoring(relational, ids) as (stored, before):
+            await self.vectors.delete.remote(ids)
+            await self.graph.delete_documents.remote(ids)
+        texts = dict(stored)  # id -> (text, embedding model)
+        for doc_id, _, payload in before.points:
+            texts.setdefault(doc_id, (payload.get("text", ""), None))
+        held = set(texts) | {d for d, mentions in before.mentions.items() if mentions}
+        if self.redis and texts:
+            model = await self._model() if any(m is None for _, m in texts.values()) else None
+            await self.redis.forget_embeddings([(m or model, t) for t, m in texts.values()])
+        return ForgetResult({i: i in held for i in ids}, await self._notify(ids))
+
+    @contextlib.asynccontextmanager
+    async def _restoring(self, relational, ids: list[str]):
+        """Runs the block inside ``relational`` (PostgreSQL's transaction, which commits
+        last) and yields (what it yields, what Qdrant and the graph held for ``ids``); on
+        any failure, the commit included, Qdrant and the graph get that back."""
         before: Previous | None = None
         try:
-            async with relational:
+            async with relational as held:
                 # Read inside the transaction: PostgreSQL holds these documents' row locks,
-                # so a concurrent ingest of the same ids has committed (or restored) by now.
+                # so a concurrent write of the same ids has committed (or restored) by now.
                 before = await self._previous(ids)
-                await self.vectors.upsert.remote(ids, vectors, payloads)
-                await self.graph.replace_documents.remote({d.id: d.mentions for d in docs})
+                yield held, before
         except BaseException:
             if before is not None:  # else nothing was written outside PostgreSQL
                 await self._restore(before)
@@ -162,7 +194,7 @@ class IngestGraph:
             await self.graph.replace_documents.remote(before.mentions)
             await self._notify(list(before.mentions))
         except Exception:  # the store that failed may still be down; re-sending converges
-            log.exception("could not restore %d documents after a failed ingest",
+            log.exception("could not restore %d documents after a failed ingest or forget",
                           len(before.mentions))
 
     async def _notify(self, ids: list[str]) -> str:

@@ -74,11 +74,12 @@ def record_stage(graph: str, stage: str, ms: float, timings: dict[str, float] | 
 
 
 def route_label(routes: list[BaseRoute], scope: Scope) -> str:
-    """The route pattern a request matches (``/v1/embeddings``), or ``unmatched``."""
+    """The route pattern a request matches (``/v1/embeddings``), or ``unmatched``; without
+    convertors (``/v1/documents/{id}``), as OpenAPI names it."""
     for route in routes:
         match, _ = route.matches(scope)
         if match == Match.FULL:
-            return getattr(route, "path", "unmatched")
+            return getattr(route, "path_format", "unmatched")
     return "unmatched"
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
-from typing import Literal, Union
+from typing import Annotated, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from deployments.results import EntitySpan, GraphEdge, GraphEntity, RelatedDocument, ReplicaInfo
 
@@ -103,6 +103,9 @@ class Health(BaseModel):
     auth: Literal["token", "loopback-only"]
     deployments: dict[str, str]
     """Deployment name to ``ready`` or the reason it is not running."""
+    nodes: dict[str, dict[str, str]] = Field(default_factory=dict)
+    """Per model deployment, per host: ``available`` or why the model cannot run there
+    (checked on that node: at build time, and by each replica when it starts)."""
 
 
 class NodeStatus(BaseModel):
@@ -132,6 +135,8 @@ class DeploymentStatus(BaseModel):
     """Declared GPU memory per replica."""
     hosts: list[str] = Field(default_factory=list)
     """Allowed hosts, most preferred first (empty: any)."""
+    nodes: dict[str, str] = Field(default_factory=dict)
+    """Per host: ``available`` or why the model cannot run there (checked on that node)."""
 
 
 class BudgetRow(BaseModel):
@@ -146,6 +151,9 @@ class BudgetRow(BaseModel):
     running_memory_gb: float
     used_memory_gb: float | None = None
     """Sum of measured GPU memory; None where no replica measures it (CPU)."""
+    available: bool = True
+    """False: the model cannot run on this node (weights absent there...): nothing will."""
+    reason: str | None = None
 
 
 class NodeBudget(BaseModel):
@@ -305,10 +313,33 @@ class RetrieveResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (PostgreSQL text cannot hold them)")
+    return value
+
+
+DocumentId = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_nul)]
+"""A document's id, as ingest takes it and forgetting names it."""
+
+
+def _unique_ids(items: list) -> list:
+    """Documents (by their ``id``) or ids: each at most once per request."""
+    ids = [getattr(item, "id", item) for item in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("document ids must be unique within a request")
+    return items
+
+
+T = TypeVar("T")
+Batch = Annotated[list[T], Field(min_length=1, max_length=MAX_DOCUMENTS), AfterValidator(_unique_ids)]
+"""What one ingest or delete request may name: 1 to MAX_DOCUMENTS documents, each once."""
+
+
 class IngestDocument(BaseModel):
     model_config = STRICT
 
-    id: str = Field(min_length=1, max_length=256)
+    id: DocumentId
     text: str = Field(max_length=MAX_DOCUMENT_CHARS)
     metadata: dict = Field(default_factory=dict)
     """At most MAX_METADATA_BYTES as JSON and MAX_METADATA_DEPTH levels deep."""
@@ -321,15 +352,7 @@ class IngestDocument(BaseModel):
 class IngestRequest(BaseModel):
     model_config = STRICT
 
-    documents: list[IngestDocument] = Field(min_length=1, max_length=MAX_DOCUMENTS)
-
-    @field_validator("documents")
-    @classmethod
-    def _unique_ids(cls, docs: list[IngestDocument]) -> list[IngestDocument]:
-        ids = [d.id for d in docs]
-        if len(set(ids)) != len(ids):
-            raise ValueError("document ids must be unique within a request")
-        return docs
+    documents: Batch[IngestDocument]
 
 
 class IngestResponse(BaseModel):
@@ -344,6 +367,32 @@ class IngestResponse(BaseModel):
     refresh: Literal["redis", "direct", "none"]
     """How the index replicas learned of the write."""
     timings_ms: dict[str, float]
+
+
+class DocumentPath(BaseModel):
+    """``DELETE /v1/documents/{id}``: the id in the path, checked as ingest checks it."""
+
+    id: DocumentId
+
+
+class DeleteDocumentsRequest(BaseModel):
+    """``POST /v1/documents/delete``: forget several documents at once."""
+
+    model_config = STRICT
+
+    ids: Batch[DocumentId]
+
+
+class DocumentDeleted(BaseModel):
+    object: Literal["document.deleted"] = "document.deleted"
+    id: str
+    deleted: bool
+    """False when no store held the document: deleting is idempotent, safe to retry."""
+
+
+class DocumentDeletedList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DocumentDeleted]
 
 
 # --- speech -------------------------------------------------------------------

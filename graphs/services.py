@@ -25,6 +25,8 @@ class Services:
     """Deployment name to the reason it was not started (weights absent, disabled...)."""
     tasks: dict[str, str]
     """Deployment name to its task (embeddings, stt, tts, ner...)."""
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per model deployment, per host: "available" or why not, as the nodes answered at build."""
     _info: dict[str, list[ReplicaInfo]] = field(default_factory=dict)
     _info_at: float = 0.0
     _refresh: asyncio.Task | None = None
@@ -34,6 +36,15 @@ class Services:
         if name in self.handles:
             return self.handles[name]
         raise unavailable(name, self.unavailable.get(name, "not part of this application"))
+
+    def node_views(self) -> dict[str, dict[str, str]]:
+        """``nodes`` with what each replica last said about itself on its own node."""
+        views = {name: dict(hosts) for name, hosts in self.nodes.items()}
+        for name, replicas in self._info.items():
+            for r in replicas:
+                if r.host and r.error is None and name in views:
+                    views[name][r.host] = "available" if r.available else scrub(r.reason or "")
+        return views
 
     async def replica_info(self, max_age_s: float = INFO_TTL_S) -> dict[str, list[ReplicaInfo]]:
         """``info()`` of every live replica of every deployment, at most ``max_age_s`` old.

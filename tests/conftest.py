@@ -123,13 +123,14 @@ def store_env(store_proxies) -> dict[str, str]:
 DIE_AT_COMMIT = """
 CREATE OR REPLACE FUNCTION test_die_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.metadata ? 'die_at_commit' THEN
+    IF (TG_OP = 'DELETE' AND OLD.metadata ? 'die_at_delete')
+            OR (TG_OP <> 'DELETE' AND NEW.metadata ? 'die_at_commit') THEN
         PERFORM pg_terminate_backend(pg_backend_pid());
     END IF;
     RETURN NULL;
 END $$;
 DROP TRIGGER IF EXISTS die_at_commit ON documents;
-CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT OR UPDATE ON documents
+CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT OR UPDATE OR DELETE ON documents
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_die_at_commit();
 """
 
@@ -158,6 +159,14 @@ def die_at_commit(store_env) -> str:
 
 
 @pytest.fixture(scope="session")
+def die_at_delete(die_at_commit) -> str:
+    """A metadata key: a document stored with it is written normally, but a transaction
+    that deletes it loses its connection at COMMIT (the same trigger as ``die_at_commit``,
+    after forgetting deleted it from Qdrant and the graph)."""
+    return "die_at_delete"
+
+
+@pytest.fixture(scope="session")
 def serve_cluster(store_env) -> ServeCluster:
     """Start titan + panda nodes, deploy serve_config.yaml, wait until /health answers.
 
@@ -168,6 +177,53 @@ def serve_cluster(store_env) -> ServeCluster:
     box = sandbox.start(TEST_TOKEN)
     yield box
     box.stop()
+
+
+@pytest.fixture(scope="session")
+def vector_index(serve_cluster):
+    """The VectorIndex deployment: its ``fetch`` reads Qdrant itself, not the index in memory."""
+    from ray import serve
+
+    return serve.get_deployment_handle("VectorIndex", app_name="assistant")
+
+
+@pytest.fixture(scope="session")
+def stores_holding(store_env, vector_index):
+    """``(doc_id, text) -> set`` of the stores that hold anything of that document, each
+    asked directly: PostgreSQL (its row or mentions), Qdrant (through VectorIndex.fetch),
+    the SQLite graph store, and Redis's embedding cache (an entry for its text)."""
+    import asyncio
+    import hashlib
+    import sqlite3
+
+    import asyncpg
+    import redis
+
+    async def relational(doc_id: str) -> bool:
+        conn = await asyncpg.connect(store_env["SERVE_STORES__POSTGRES_URL"])
+        try:
+            return await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM documents WHERE id = $1) "
+                "OR EXISTS (SELECT 1 FROM mentions WHERE document_id = $1)", doc_id)
+        finally:
+            await conn.close()
+
+    def holding(doc_id: str, text: str) -> set[str]:
+        found = set()
+        if asyncio.run(relational(doc_id)):
+            found.add("postgresql")
+        if vector_index.fetch.remote([doc_id]).result():
+            found.add("qdrant")
+        with sqlite3.connect(store_env["SERVE_STORES__GRAPH_PATH"]) as graph:
+            if graph.execute("SELECT count(*) FROM mentions WHERE doc_id = ?", (doc_id,)).fetchone()[0]:
+                found.add("graph")
+        cache = redis.Redis.from_url(TEST_REDIS)  # the real server, not through the proxy
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if any(cache.scan_iter(match=f"{store_env['SERVE_STORES__REDIS_PREFIX']}:emb:*:{digest}")):
+            found.add("redis")
+        return found
+
+    return holding
 
 
 @pytest.fixture(scope="session")

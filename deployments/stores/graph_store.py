@@ -2,7 +2,8 @@
 
 Both hold (:Document)-[:MENTIONS]->(:Entity) and (:Entity)-[:CO_OCCURS]-(:Entity)
 per document, behind one Protocol. Writes replace a document's edges
-whole, so re-ingesting a document is idempotent.
+whole, so re-ingesting a document is idempotent; an entity no document
+mentions any more is deleted with the last mention.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class GraphStore(Protocol):
     def replace_document(self, doc_id: str, mentions: list[Mention]) -> None:
         """Make ``doc_id``'s MENTIONS and CO_OCCURS edges exactly these."""
 
-    def delete_document(self, doc_id: str) -> None: ...
+    def delete_document(self, doc_id: str) -> None:
+        """Forget ``doc_id``: its edges, and the entities only it mentioned."""
 
     def mentions(self, doc_ids: list[str]) -> dict[str, list[Mention]]:
         """Each given document's mentions as stored ([] for one without any); a mention's
@@ -71,7 +73,7 @@ class SqliteGraphStore:
 
     def replace_document(self, doc_id: str, mentions: list[Mention]) -> None:
         with self.lock, self.db:
-            self._delete(doc_id)
+            before = self._delete(doc_id)
             self.db.executemany(
                 "INSERT INTO entities VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING",
                 {(m.entity_id, m.name, m.label) for m in mentions},
@@ -84,14 +86,25 @@ class SqliteGraphStore:
                 "INSERT INTO co_occurs VALUES (?, ?, ?)",
                 [(a, b, doc_id) for a, b in pairs({m.entity_id for m in mentions})],
             )
+            self._prune(before)
 
     def delete_document(self, doc_id: str) -> None:
         with self.lock, self.db:
-            self._delete(doc_id)
+            self._prune(self._delete(doc_id))
 
-    def _delete(self, doc_id: str) -> None:
-        self.db.execute("DELETE FROM mentions WHERE doc_id = ?", (doc_id,))
+    def _delete(self, doc_id: str) -> set[str]:
+        """Drop the document's edges; returns the entities it mentioned."""
         self.db.execute("DELETE FROM co_occurs WHERE doc_id = ?", (doc_id,))
+        rows = self.db.execute("DELETE FROM mentions WHERE doc_id = ? RETURNING entity_id", (doc_id,))
+        return {r[0] for r in rows.fetchall()}
+
+    def _prune(self, candidates: set[str]) -> None:
+        """Delete those of ``candidates`` that no document mentions any more."""
+        self.db.executemany(
+            "DELETE FROM entities WHERE id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM mentions WHERE entity_id = entities.id)",
+            [(e,) for e in candidates],
+        )
 
     def mentions(self, doc_ids: list[str]) -> dict[str, list[Mention]]:
         found: dict[str, list[Mention]] = {d: [] for d in doc_ids}
@@ -152,15 +165,26 @@ class Neo4jGraphStore:
             raise StoreUnavailable("neo4j", f"{self.uri}: {exc}") from exc
 
     @staticmethod
-    def _delete(tx, doc_id: str) -> None:
-        tx.run(
-            "MATCH (d:Document {id: $doc})-[m:MENTIONS]->() DELETE m", doc=doc_id
-        ).consume()
+    def _delete(tx, doc_id: str) -> list[str]:
+        """Drop the document's edges; returns the entities it mentioned."""
+        before = tx.run(
+            "MATCH (d:Document {id: $doc})-[m:MENTIONS]->(e:Entity) DELETE m "
+            "RETURN collect(DISTINCT e.id) AS ids", doc=doc_id,
+        ).single()["ids"]
         tx.run(
             "MATCH ()-[c:CO_OCCURS]->() WHERE $doc IN c.docs "
             "SET c.docs = [x IN c.docs WHERE x <> $doc] "
             "WITH c WHERE size(c.docs) = 0 DELETE c",
             doc=doc_id,
+        ).consume()
+        return before
+
+    @staticmethod
+    def _prune(tx, candidates: list[str]) -> None:
+        """Delete those of ``candidates`` that no document mentions any more."""
+        tx.run(
+            "MATCH (e:Entity) WHERE e.id IN $ids AND NOT (e)<-[:MENTIONS]-() DETACH DELETE e",
+            ids=candidates,
         ).consume()
 
     def replace_document(self, doc_id: str, mentions: list[Mention]) -> None:
@@ -172,7 +196,7 @@ class Neo4jGraphStore:
         links = [{"a": a, "b": b} for a, b in pairs({m.entity_id for m in mentions})]
 
         def work(tx):
-            self._delete(tx, doc_id)
+            before = self._delete(tx, doc_id)
             tx.run(
                 "MERGE (d:Document {id: $doc}) WITH d UNWIND $rows AS r "
                 "MERGE (e:Entity {id: r.id}) ON CREATE SET e.name = r.name, e.label = r.label "
@@ -185,11 +209,17 @@ class Neo4jGraphStore:
                 "SET c.docs = c.docs + $doc",
                 links=links, doc=doc_id,
             ).consume()
+            self._prune(tx, before)
 
         self._run(work)
 
     def delete_document(self, doc_id: str) -> None:
-        self._run(lambda tx: self._delete(tx, doc_id))
+        def work(tx):
+            before = self._delete(tx, doc_id)
+            tx.run("MATCH (d:Document {id: $doc}) DETACH DELETE d", doc=doc_id).consume()
+            self._prune(tx, before)
+
+        self._run(work)
 
     def mentions(self, doc_ids: list[str]) -> dict[str, list[Mention]]:
         def work(tx):

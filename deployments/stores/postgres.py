@@ -50,6 +50,24 @@ async def migrate(conn) -> list[str]:
     return applied_now
 
 
+async def _prune_entities(conn, candidates: set[str]) -> None:
+    """Delete those of ``candidates`` that no document mentions any more.
+
+    Their rows are locked first (in id order, as ingest's upsert locks them): a concurrent
+    ingest that mentions one again has committed before the check sees it, or inserts
+    it anew after this transaction.
+    """
+    if candidates:
+        ids = sorted(candidates)
+        await conn.execute(
+            "SELECT 1 FROM entities WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", ids
+        )
+        await conn.execute(
+            "DELETE FROM entities e WHERE e.id = ANY($1::text[]) "
+            "AND NOT EXISTS (SELECT 1 FROM mentions m WHERE m.entity_id = e.id)", ids,
+        )
+
+
 class PostgresStore:
     def __init__(self, url: str):
         self.url = url
@@ -100,19 +118,42 @@ class PostgresStore:
                 [(d.id, d.text, json.dumps(d.metadata), d.content_hash, model, entities_extracted)
                  for d in docs],
             )
-            await conn.execute(
-                "DELETE FROM mentions WHERE document_id = ANY($1::text[])", [d.id for d in docs]
+            before = await conn.fetch(
+                "DELETE FROM mentions WHERE document_id = ANY($1::text[]) RETURNING entity_id",
+                [d.id for d in docs],
             )
             mentions = [(d.id, m) for d in docs for m in d.mentions]
+            # DO UPDATE (a no-op) rather than DO NOTHING: it locks the row, so a concurrent
+            # delete cannot prune an entity these mentions are about to reference.
             await conn.executemany(
-                "INSERT INTO entities (id, name, label) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                "INSERT INTO entities (id, name, label) VALUES ($1, $2, $3) "
+                "ON CONFLICT (id) DO UPDATE SET name = entities.name",
                 sorted({(m.entity_id, m.name, m.label) for _, m in mentions}),
             )
             await conn.executemany(
                 "INSERT INTO mentions VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 [(doc, m.entity_id, m.start, m.end, m.score) for doc, m in mentions],
             )
+            await _prune_entities(conn, {r["entity_id"] for r in before})
             yield
+
+    @asynccontextmanager
+    async def delete(self, ids: list[str]):
+        """Delete ``ids``, their mentions and the entities no document mentions any more, in
+        one transaction that commits only if the block exits cleanly (forgetting does its
+        other stores' deletes inside it). Yields ``{id: (text, embedding_model)}`` of those
+        that were stored."""
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, text, embedding_model FROM documents WHERE id = ANY($1::text[]) "
+                "ORDER BY id FOR UPDATE", ids,
+            )
+            mentioned = await conn.fetch(
+                "DELETE FROM mentions WHERE document_id = ANY($1::text[]) RETURNING entity_id", ids
+            )
+            await conn.execute("DELETE FROM documents WHERE id = ANY($1::text[])", ids)
+            await _prune_entities(conn, {r["entity_id"] for r in mentioned})
+            yield {r["id"]: (r["text"], r["embedding_model"]) for r in rows}
 
     async def close(self) -> None:
         if self.pool is not None:

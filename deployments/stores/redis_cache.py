@@ -54,6 +54,20 @@ class RedisCache:
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             log.warning("embedding cache not updated: %s", exc)
 
+    async def forget_embeddings(self, entries: list[tuple[str, str]]) -> bool:
+        """Delete the cached vectors of these (model, text) pairs; False if Redis was
+        unreachable (the entries then expire with their TTL)."""
+        import redis.exceptions
+
+        if not entries:
+            return True
+        try:
+            await self.redis.delete(*{self.key(model, text) for model, text in entries})
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("embedding cache entries of forgotten documents not deleted: %s", exc)
+            return False
+        return True
+
     async def publish(self, event: dict) -> int:
         """Send a refresh event; returns how many subscribers got it. Raises if Redis is down."""
         return int(await self.redis.publish(self.channel, json.dumps(event)))

@@ -20,6 +20,7 @@ async def health(services: ServicesDep, settings: SettingsDep) -> Health:
             **{name: "ready" for name in services.handles},
             **services.unavailable,
         },
+        nodes=services.node_views(),
     )
 
 
@@ -27,7 +28,7 @@ async def health(services: ServicesDep, settings: SettingsDep) -> Health:
 async def models(services: ServicesDep) -> ModelList:
     cards = []
     for name, replicas in (await services.replica_info()).items():
-        ok = [r for r in replicas if r.error is None]
+        ok = [r for r in replicas if r.error is None and r.available]
         first = ok[0] if ok else ReplicaInfo(model=name)
         cards.append(
             ModelCard(
@@ -35,7 +36,8 @@ async def models(services: ServicesDep) -> ModelList:
                 deployment=name,
                 task=services.tasks.get(name, "unknown"),
                 status="ready" if ok else "unavailable",
-                reason=None if ok else replicas[0].error if replicas else "no replica",
+                reason=None if ok else (replicas[0].error or replicas[0].reason
+                                        if replicas else "no replica"),
                 backend=first.backend or None,
                 device=first.device or None,
                 nodes=sorted({r.host for r in ok if r.host}),

@@ -26,6 +26,7 @@ from graphs.schemas import (
     NodeStatus,
 )
 from graphs.http import EdgeRoute
+from graphs.placement import NOT_PROBED
 from graphs.services import ServicesDep
 from graphs.topology import AppArgs
 
@@ -59,6 +60,7 @@ def deployment_status(
     replica_info: dict[str, list[ReplicaInfo]],
     topology: AppArgs,
     unavailable: dict[str, str],
+    node_views: dict[str, dict[str, str]],
 ) -> list[DeploymentStatus]:
     """Every deployment the config names or Serve runs, with its live replicas."""
     running = getattr(app_status, "deployments", {}) or {}
@@ -76,6 +78,7 @@ def deployment_status(
                 num_gpus=spec.num_gpus if spec else 0.0,
                 gpu_memory_gb=spec.gpu_memory_gb if spec else 0.0,
                 hosts=spec.hosts if spec else [],
+                nodes=node_views.get(name, {}),
             )
         )
     return out
@@ -94,8 +97,9 @@ def budget(
         for dep, replicas, gpus, memory in load.rows:
             here = [
                 r for r in (by_name[dep].replicas if dep in by_name else [])
-                if r.host == host and r.error is None
+                if r.host == host and r.error is None and r.available
             ]
+            view = by_name[dep].nodes.get(host, "available") if dep in by_name else "available"
             spec = topology.deployments[dep]
             measured = [r.gpu_memory_used_gb for r in here if r.gpu_memory_used_gb is not None]
             rows.append(
@@ -108,6 +112,8 @@ def budget(
                     running_gpus=len(here) * spec.num_gpus,
                     running_memory_gb=len(here) * spec.gpu_memory_gb,
                     used_memory_gb=sum(measured) if measured else None,
+                    available=view in ("available", NOT_PROBED),
+                    reason=None if view == "available" else view,
                 )
             )
         out.append(
@@ -144,7 +150,8 @@ async def status(request: Request, services: ServicesDep) -> ClusterStatus:
     )
     info = {**info, ctx.deployment: list(gateway_info)}
     app_status = serve_status.applications.get(ctx.app_name)
-    deployments = deployment_status(app_status, info, topology, services.unavailable)
+    deployments = deployment_status(app_status, info, topology, services.unavailable,
+                                    services.node_views())
     return ClusterStatus(
         application=ctx.app_name,
         app_status=_value(app_status.status) if app_status else "NOT_STARTED",

@@ -17,9 +17,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import StreamingResponse
 
 from graphs.http import APIError, EdgeRoute, body_limit, multipart_body, read_audio_form
-from graphs.voice import VOICE as VOICE_GRAPH
 from graphs.schemas import VoiceCancelRequest, VoiceCancelResponse, VoiceTurnForm
 from graphs.services import ServicesDep, SettingsDep
+from graphs.voice import VOICE as VOICE_GRAPH
 
 VOICE = VOICE_GRAPH.name
 

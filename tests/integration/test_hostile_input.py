@@ -55,6 +55,7 @@ JSON_ROUTES = {
         "response_format": "enum", "speed": "float", "stream_format": "enum",
         "sample_rate": "int"}),
     "/v1/voice/cancel": ({"turn_id": "nobody-here"}, {"turn_id": "str"}),
+    "/v1/documents/delete": ({"ids": ["hostile-absent"]}, {"ids": "list"}),
 }
 LENIENT = ("/v1/tts", "/v1/audio/speech")
 """Accept unknown fields, as the phone daemon's and OpenAI's servers do."""
@@ -219,6 +220,9 @@ def edge_cases() -> list[Case]:
         Case("encoded traversal in the path", "GET", "/docs/assets/..%2f..%2fetc%2fpasswd"),
         Case("wrong method on /health", "POST", "/health", b"{}"),
         Case("wrong method on status", "DELETE", "/v1/status"),
+        Case("NUL in a document id", "DELETE", "/v1/documents/a%00b"),
+        Case("257-character document id", "DELETE", "/v1/documents/" + "a" * 257),
+        Case("empty document id", "DELETE", "/v1/documents/"),
     ]
     for name, headers in [
         ("two bearers", [("Authorization", "Bearer {token}"), ("Authorization", "Bearer {token}")]),

@@ -196,3 +196,14 @@ def test_no_token_in_any_serve_log(serve_cluster, api):
     assert any(f.name.startswith("replica_assistant_Gateway_") for f in files)
     for path in files:
         assert serve_cluster.token not in path.read_text(errors="replace"), path.name
+
+
+def test_status_shows_each_models_availability_per_node(status):
+    by_name = {d.name: d for d in status.deployments}
+    assert by_name["Embedder"].nodes == {"titan": "available", "panda": "available"}
+    replica = by_name["Embedder"].replicas[0]
+    assert replica.available and replica.profile == "cpu"  # resolved on its own node
+    for node in status.budget:
+        row = next(r for r in node.rows if r.deployment == "ChatterboxTTS")
+        assert not row.available and "model cache" in row.reason
+        assert row.running_replicas == 0

@@ -1,4 +1,5 @@
-"""/v1/ingest, /v1/retrieve and /v1/ner served by the shared two-node test cluster.
+"""/v1/ingest, /v1/retrieve, /v1/ner and forgetting (/v1/documents) served by the shared
+two-node test cluster.
 
 GLiNER weights are not in the test cluster's model cache, so NER is absent:
 ingest still embeds and stores, and says that entities were skipped.
@@ -86,6 +87,67 @@ def test_reingest_changes_nothing_and_new_documents_are_found(api, ingested):
     assert api.post("/v1/ingest", json={"documents": [changed]}).json()["written"] == ["new-1"]
     hit = api.post("/v1/retrieve", json={"query": "octopus harbour", "k": 1}).json()["results"][0]
     assert hit["text"] == changed["text"]
+
+
+ALL_STORES = {"postgresql", "qdrant", "redis"}  # no NER here, so nothing in the graph
+
+
+def hit_ids(api, query: str, k: int = 10) -> list[str]:
+    r = api.post("/v1/retrieve", json={"query": query, "k": k})
+    assert r.status_code == 200, r.text
+    return [h["id"] for h in r.json()["results"]]
+
+
+def test_forget_one_document_everywhere(api, stores_holding):
+    doc = {"id": "forget/one", "text": "The violin maker in Cremona varnished a cello at midnight."}
+    assert api.post("/v1/ingest", json={"documents": [doc]}).status_code == 200
+    assert hit_ids(api, "violin maker varnish cello", 1) == [doc["id"]]
+    assert stores_holding(doc["id"], doc["text"]) == ALL_STORES
+
+    r = api.delete("/v1/documents/forget%2Fone")  # "/" in an id travels percent-encoded
+    assert r.status_code == 200, r.text
+    assert r.json() == {"object": "document.deleted", "id": doc["id"], "deleted": True}
+    assert doc["id"] not in hit_ids(api, "violin maker varnish cello")
+    assert stores_holding(doc["id"], doc["text"]) == set()
+    again = api.delete("/v1/documents/forget%2Fone")
+    assert again.status_code == 200 and again.json()["deleted"] is False
+
+
+def test_forget_several_at_once(api, stores_holding):
+    docs = [{"id": f"forget-bulk-{i}", "text": text} for i, text in enumerate([
+        "A tram climbed the hill to the old castle in the fog.",
+        "The tram depot painted its oldest carriage bright yellow.",
+        "Fog delayed every tram on the hill line this morning.",
+    ])]
+    assert api.post("/v1/ingest", json={"documents": docs}).status_code == 200
+    ids = [docs[0]["id"], "forget-bulk-never", docs[2]["id"]]
+    r = api.post("/v1/documents/delete", json={"ids": ids})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"object": "list", "data": [
+        {"object": "document.deleted", "id": i, "deleted": i != "forget-bulk-never"} for i in ids]}
+    hits = hit_ids(api, "tram hill fog castle depot")
+    assert docs[1]["id"] in hits and not {docs[0]["id"], docs[2]["id"]} & set(hits)
+    assert stores_holding(docs[0]["id"], docs[0]["text"]) == set()
+    assert stores_holding(docs[1]["id"], docs[1]["text"]) == ALL_STORES
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("DELETE", "/v1/documents/" + "x" * 257, None),
+        ("DELETE", "/v1/documents/", None),
+        ("POST", "/v1/documents/delete", {"ids": []}),
+        ("POST", "/v1/documents/delete", {"ids": ["a", "a"]}),
+        ("POST", "/v1/documents/delete", {"ids": [""]}),
+        ("POST", "/v1/documents/delete", {"ids": [f"d{i}" for i in range(257)]}),
+        ("POST", "/v1/documents/delete", {"ids": "a"}),
+        ("POST", "/v1/documents/delete", {"ids": ["a"], "force": True}),
+    ],
+)
+def test_bad_deletes_are_422_json(api, method, path, body):
+    r = api.request(method, path, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

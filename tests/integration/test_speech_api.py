@@ -6,6 +6,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from deployments import audio
@@ -133,6 +134,16 @@ def test_raw_pcm_upload_and_subtitles(api):
     txt = api.post("/v1/audio/transcriptions", files={"file": ("x.pcm", pcm)},
                    data={"response_format": "text", "sample_rate": "16000"})
     assert wer(STT_TEXT, txt.text) <= 0.15
+
+
+def test_ten_silent_minutes_are_an_empty_transcript(api):
+    """Issue 12: Whisper alone invented words for this (in 67 s); VAD finds no speech."""
+    silence = audio.encode(np.zeros(600 * 16_000, np.int16), 16_000, "wav")
+    r = api.post("/v1/audio/transcriptions", files={"file": ("silence.wav", silence)},
+                 data={"response_format": "verbose_json"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["text"], body["segments"], body["duration"]) == ("", [], 600.0)
 
 
 TTS_BAD = [

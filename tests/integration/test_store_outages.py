@@ -1,5 +1,6 @@
 """PostgreSQL or Redis off the network while the shared cluster serves, and a commit that
-fails on the server: ingest answers 503 and leaves nothing half-written, the rest serves.
+fails on the server: ingest and forgetting answer 503 and leave nothing half-done, the
+rest serves.
 
 The stores are real; only the network in front of them is a fake (``store_proxies``,
 tests/fakes/tcp_proxy.py). Every ``cut()`` brings its store back in a finally.
@@ -12,21 +13,12 @@ import json
 import time
 
 import asyncpg
-import pytest
 import redis
 
 from deployments import audio
 from deployments.stores import DocumentRecord
 
 SPOKEN = "When does the train to the city leave tonight?"
-
-
-@pytest.fixture(scope="module")
-def vector_index(serve_cluster):
-    """The VectorIndex deployment: its ``fetch`` reads Qdrant itself, not the index in memory."""
-    from ray import serve
-
-    return serve.get_deployment_handle("VectorIndex", app_name="assistant")
 
 
 def ingest(api, *docs: dict):
@@ -142,6 +134,50 @@ def test_a_failed_commit_leaves_the_stored_version(api, store_env, die_at_commit
     assert r.status_code == 200 and r.json()["written"] == [v1["id"]], r.text
     assert retrieved(api, "beekeeper hives farmer valley", k=3)[v1["id"]]["text"] == v2["text"]
     assert stored_hash(store_env, v1["id"]) == content_hash(v2)
+
+
+STORED = {"postgresql", "qdrant", "redis"}  # no NER on the test cluster: no graph mentions
+
+
+def forget(api, doc_id: str):
+    return api.delete(f"/v1/documents/{doc_id}")
+
+
+def test_postgres_down_forget_is_503_and_deletes_nothing(api, store_proxies, stores_holding):
+    doc = {"id": "outage-forget-pg", "metadata": {},
+           "text": "The clockmaker of Prague oiled the gears of the astronomical dial."}
+    assert ingest(api, doc).status_code == 200
+    with store_proxies.postgres.cut():
+        assert_store_unavailable(forget(api, doc["id"]), "postgresql")
+        bulk = api.post("/v1/documents/delete", json={"ids": [doc["id"], "outage-other"]})
+        assert_store_unavailable(bulk, "postgresql")
+        assert doc["id"] in retrieved(api, "clockmaker astronomical dial gears", k=3)
+    assert stores_holding(doc["id"], doc["text"]) == STORED
+    r = forget(api, doc["id"])  # the pool opens new connections
+    assert r.status_code == 200 and r.json()["deleted"] is True, r.text
+    assert stores_holding(doc["id"], doc["text"]) == set()
+
+
+def test_a_failed_forget_commit_leaves_the_document_everywhere(api, stores_holding, die_at_delete):
+    doc = {"id": "outage-forget-commit", "metadata": {die_at_delete: True},
+           "text": "The cartographer inked a sea serpent in the corner of the map."}
+    assert ingest(api, doc).status_code == 200
+    # PostgreSQL drops the connection at COMMIT, after Qdrant and the graph were deleted from.
+    assert_store_unavailable(forget(api, doc["id"]), "postgresql")
+    assert doc["id"] in retrieved(api, "cartographer sea serpent map", k=3)
+    assert stores_holding(doc["id"], doc["text"]) == STORED
+
+
+def test_redis_down_forget_still_succeeds(api, store_proxies, stores_holding):
+    doc = {"id": "outage-forget-redis", "metadata": {},
+           "text": "A falconer trained a young kestrel on the castle walls."}
+    assert ingest(api, doc).status_code == 200
+    with store_proxies.redis.cut():
+        r = forget(api, doc["id"])  # the refresh goes to the index replicas directly
+        assert r.status_code == 200 and r.json()["deleted"] is True, r.text
+        assert doc["id"] not in retrieved(api, "falconer kestrel castle walls")
+    # Only the cache entry, which could not be deleted, is left; it expires with its TTL.
+    assert stores_holding(doc["id"], doc["text"]) == {"redis"}
 
 
 def wait_for(condition, timeout_s: float = 15) -> None:

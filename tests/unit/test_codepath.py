@@ -7,16 +7,14 @@ plus tiktoken, more-itertools, numba to skip triton) and ``kokoro-gpu``
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from bench.codepath import random_kmodel, random_whisper
 from deployments import audio
 from deployments.kokoro import KModelBackend
 from deployments.declaration import Availability
-from deployments.stt import OpenAIWhisperBackend, WhisperEngine
+from deployments.stt import OpenAIWhisperBackend, SpeechDetector, WhisperEngine
 from deployments.settings import WhisperSettings
 from deployments.tts import TTSEngine
 from tests.speechkit import espeak_wav
@@ -25,60 +23,24 @@ pytestmark = pytest.mark.codepath
 torch = pytest.importorskip("torch")
 
 
-def random_whisper():
+def whisper_model():
     pytest.importorskip("whisper", reason="openai-whisper not installed (extra whisper-gpu)")
-    from whisper.model import ModelDimensions, Whisper
-
-    torch.manual_seed(0)
-    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2,
-                           n_audio_layer=1, n_vocab=51865, n_text_ctx=448, n_text_state=64,
-                           n_text_head=2, n_text_layer=1)
-    model = Whisper(dims).eval()
-    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)  # created with torch.empty
-    return model
+    return random_whisper()
 
 
 def test_openai_whisper_backend_code_path():
-    backend = OpenAIWhisperBackend(random_whisper(), "random-tiny", "cpu", sample_len=8)
+    """Through the engine, as a GPU node runs it: VAD, then the backend on the speech only."""
+    backend = OpenAIWhisperBackend(whisper_model(), "random-tiny", "cpu", sample_len=8)
     engine = WhisperEngine(WhisperSettings(), "cpu")
-    engine.backend = backend
-    clip = audio.decode(espeak_wav("Testing the GPU code path.", 8_000))
+    engine.backend, engine.detector = backend, SpeechDetector(engine.settings)
+    speech = audio.decode(espeak_wav("Testing the GPU code path.", 8_000))
+    lead = np.zeros(5 * speech.rate, np.float32)
+    clip = audio.Audio(np.concatenate([lead, speech.samples]), speech.rate)
     result = engine.transcribe(clip, language="en", words=False)
     assert result.language == "en" and isinstance(result.text, str)
-    assert all(s.end >= s.start for s in result.segments)
-
-
-def random_kmodel(tmp_path):
-    pytest.importorskip("kokoro", reason="kokoro not installed (extra kokoro-gpu)")
-    import kokoro_onnx
-    from kokoro import KModel
-    from kokoro.istftnet import Decoder
-    from kokoro.modules import CustomAlbert, ProsodyPredictor, TextEncoder
-    from transformers import AlbertConfig
-
-    config = json.loads((Path(kokoro_onnx.__file__).parent / "config.json").read_text())
-    torch.manual_seed(0)
-    parts = {
-        "bert": CustomAlbert(AlbertConfig(vocab_size=config["n_token"], **config["plbert"])),
-        "predictor": ProsodyPredictor(style_dim=config["style_dim"], d_hid=config["hidden_dim"],
-                                      nlayers=config["n_layer"], max_dur=config["max_dur"],
-                                      dropout=config["dropout"]),
-        "text_encoder": TextEncoder(channels=config["hidden_dim"],
-                                    kernel_size=config["text_encoder_kernel_size"],
-                                    depth=config["n_layer"], n_symbols=config["n_token"]),
-        "decoder": Decoder(dim_in=config["hidden_dim"], style_dim=config["style_dim"],
-                           dim_out=config["n_mels"], disable_complex=True, **config["istftnet"]),
-    }
-    parts["bert_encoder"] = torch.nn.Linear(parts["bert"].config.hidden_size, config["hidden_dim"])
-    with torch.no_grad():  # random durations would make ~35 s of audio
-        parts["predictor"].duration_proj.linear_layer.bias.fill_(-3.0)
-    weights = tmp_path / "kokoro-random.pth"
-    torch.save({k: m.state_dict() for k, m in parts.items()}, weights)
-    model = KModel(repo_id="hexgrad/Kokoro-82M", config=config, model=str(weights),
-                   disable_complex=True).eval()
-    # The Blackwell workaround: a real-valued STFT instead of torch.stft's complex one.
-    assert type(model.decoder.generator.stft).__name__ == "CustomSTFT"
-    return model
+    assert result.segments and all(s.end >= s.start >= 4.5 for s in result.segments)  # mapped back
+    silent = engine.transcribe(audio.Audio(lead, speech.rate), language="en")
+    assert (silent.text, silent.segments) == ("", [])
 
 
 class KModelEngine(TTSEngine):
@@ -96,11 +58,41 @@ class KModelEngine(TTSEngine):
 
 
 def test_kmodel_backend_code_path(tmp_path):
+    pytest.importorskip("kokoro", reason="kokoro not installed (extra kokoro-gpu)")
+    model = random_kmodel(tmp_path)
+    # The Blackwell workaround: a real-valued STFT instead of torch.stft's complex one.
+    assert type(model.decoder.generator.stft).__name__ == "CustomSTFT"
     packs = {"af_test": torch.randn(510, 1, 256) * 0.1}
-    backend = KModelBackend(random_kmodel(tmp_path), packs, "af_test", "random-kokoro")
+    backend = KModelBackend(model, packs, "af_test", "random-kokoro")
     engine = KModelEngine(backend)
     engine.load()
     chunks = list(engine.stream("Two sentences here. And the second one.", sample_rate=16_000))
     assert len(chunks) == 2
     assert all(c.dtype == np.dtype("<i2") and 0 < len(c) < 16_000 * 20 for c in chunks)
     assert engine.info().voices == ["af_test"]
+
+
+def test_every_declared_model_has_a_gpu_smoke_code_path_or_says_why_not():
+    from bench.codepath import CODE_PATHS, NOT_SMOKED, SAME_AS
+    from deployments.registry import MODELS
+
+    assert {m.name for m in MODELS} == {*CODE_PATHS, *SAME_AS, *NOT_SMOKED}
+
+
+def test_gpu_smoke_runs_without_ray_and_reports_one_line_per_model():
+    """The GPU machine has no Ray: the smoke must import none (here Ray is made unimportable)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = ("import sys; sys.modules['ray'] = None; "
+              "sys.argv = ['gpu_smoke', '--device', 'cpu', '--only', 'VectorIndex', 'GraphIndex', 'PiperTTS']; "
+              "import runpy; runpy.run_path('bench/gpu_smoke.py', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert any(l.startswith("VectorIndex") and " ok " in l and "ExactBackend" in l for l in lines)
+    assert any(l.startswith("GraphIndex") and " ok " in l for l in lines)
+    assert any(l.startswith("PiperTTS") and "skip" in l for l in lines)

@@ -39,7 +39,7 @@ def test_openapi_describes_every_route(client):
     spec = client.get("/openapi.json").json()
     assert set(spec["paths"]) == {
         "/health", "/v1/models", "/v1/embeddings", "/v1/ner", "/v1/retrieve", "/v1/ingest",
-        "/v1/tts", "/cancel", "/v1/audio/speech", "/v1/audio/voices",
+        "/v1/documents/delete", "/v1/documents/{id}", "/v1/tts", "/cancel", "/v1/audio/speech", "/v1/audio/voices",
         "/v1/audio/transcriptions", "/v1/voice/turn", "/v1/voice/cancel", "/v1/chat/completions",
         "/v1/status",
     }
@@ -188,7 +188,7 @@ def test_strict_json_refuses(raw, problem):
 
 
 def test_a_stored_document_never_breaks_a_read():
-    from graphs.schemas import RetrievedDocument
+    from graphs.schemas import RetrievedDocument, RetrieveResponse
 
     deep: dict = {}
     cursor = deep
@@ -197,7 +197,8 @@ def test_a_stored_document_never_breaks_a_read():
         cursor = cursor["a"]
     doc = RetrievedDocument(id="d\ud800", score=float("nan"), text="t\udfff",
                             metadata={"x": float("inf"), "s": "\ud800", "deep": deep})
-    body = doc.model_dump_json()
+    body = RetrieveResponse(query="q", results=[doc], entities=[], edges=[], related=[],
+                            timings_ms={}).model_dump_json()
     assert '"score":0.0' in body and '"x":null' in body and "\\ud800" not in body
 
 

@@ -68,6 +68,28 @@ def test_replace_is_idempotent_and_refresh_reads_other_writers(tmp_path):
     assert other.info().entities >= 5 and other.info().documents == 4
 
 
+def test_forgetting_a_document_forgets_entities_only_it_mentioned(tmp_path):
+    engine = open_engine(tmp_path)
+    other = open_engine(tmp_path)  # a second replica, told by refresh
+    engine.replace_documents(DOCS)
+    other.refresh(list(DOCS))
+    maria, acme = entity_id("Maria", "person"), entity_id("Acme", "organization")
+    engine.delete_documents(["d1", "d2"])
+    other.refresh(["d1", "d2"])
+    for replica in (engine, other):
+        assert set(replica.entities) == {entity_id("Tom", "person"), entity_id("Denver", "place"),
+                                         entity_id("Zoe", "person")}
+        assert set(replica.doc_entities) == {"d3", "d4"}
+        assert maria not in replica.entity_docs and acme not in replica.entity_docs
+        assert replica.expand(["d3"], 3).related == []  # d2 no longer reached through Tom
+    snap = engine.store.snapshot()
+    assert set(snap.doc_entities) == {"d3", "d4"} and set(snap.entities) == set(engine.entities)
+    rows = engine.store.db.execute("SELECT id FROM entities").fetchall()
+    assert {r[0] for r in rows} == set(engine.entities)  # the store drops them too
+    engine.delete_documents(["d1"])  # again: nothing to do
+    assert set(engine.doc_entities) == {"d3", "d4"}
+
+
 def test_sqlite_store_snapshot_is_exact(tmp_path):
     store = SqliteGraphStore(tmp_path / "g.sqlite")
     store.replace_document("d", [m("Paris", "place"), m("paris", "place", 30), m("Eve", "person")])

@@ -1,5 +1,6 @@
 """IngestGraph without Ray: a commit that fails after Qdrant and the graph were written
-leaves every store, and each index in memory, on the previous version.
+leaves every store, and each index in memory, on the previous version; forgetting
+removes a document from every store and index, or (failing) from none.
 
 Real engines and stores: MiniLM, VectorIndexEngine over Qdrant local mode and
 GraphIndexEngine over SQLite in tmp_path, the session's PostgreSQL database
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
@@ -77,7 +79,19 @@ SPANS = {
 }
 
 
-async def test_a_failed_commit_restores_the_previous_version(tmp_path, store_env, die_at_commit):
+@dataclass
+class Memory:
+    """An IngestGraph over real engines and stores, each reachable for checks."""
+
+    ingest: IngestGraph
+    vectors: VectorIndexEngine
+    graph: GraphIndexEngine
+    embedder: Embedder
+    ner: Ner
+
+
+@pytest.fixture
+async def memory(tmp_path, store_env):
     stores = StoreSettings(
         postgres_url=store_env["SERVE_STORES__POSTGRES_URL"],
         redis_url=store_env["SERVE_STORES__REDIS_URL"],
@@ -88,42 +102,114 @@ async def test_a_failed_commit_restores_the_previous_version(tmp_path, store_env
     graph = GraphIndexEngine(stores, tmp_path, "cpu")
     vectors.load()
     graph.load()
-    embedder = Embedder()
+    embedder, ner = Embedder(), Ner(dict(SPANS))
     ingest = IngestGraph.func_or_class(
-        stores, NerSettings(), Handle(embedder), Handle(vectors), Handle(graph), Handle(Ner(SPANS)),
+        stores, NerSettings(), Handle(embedder), Handle(vectors), Handle(graph), Handle(ner),
     )
-    changed, new = f"restore-{uuid.uuid4().hex[:8]}", f"restore-new-{uuid.uuid4().hex[:8]}"
+    yield Memory(ingest, vectors, graph, embedder, ner)
+    await ingest.postgres.close()
+    await ingest.redis.close()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_failed_commit_restores_the_previous_version(memory, die_at_commit):
+    ingest, vectors, graph, embedder = memory.ingest, memory.vectors, memory.graph, memory.embedder
+    changed, new = unique("restore"), unique("restore-new")
     v1 = {"id": changed, "text": V1, "metadata": {"v": 1}, "kind": "document"}
-    try:
-        assert (await ingest.ingest([v1])).written == [changed]
-        v1_hash = DocumentRecord(changed, V1, {"v": 1, "kind": "document"}).content_hash
-        v1_vector = embedder.engine.embed([V1]).vectors[0]
-        v1_entities = {m.entity_id for m in SPANS[V1]}
+    assert (await ingest.ingest([v1])).written == [changed]
+    v1_hash = DocumentRecord(changed, V1, {"v": 1, "kind": "document"}).content_hash
+    v1_vector = embedder.engine.embed([V1]).vectors[0]
+    v1_entities = {m.entity_id for m in SPANS[V1]}
 
-        v2 = {**v1, "text": V2, "metadata": {"v": 2, die_at_commit: True}}
-        with pytest.raises(StoreUnavailable, match="postgresql"):
-            await ingest.ingest([v2, {**v1, "id": new, "text": NEW}])
+    v2 = {**v1, "text": V2, "metadata": {"v": 2, die_at_commit: True}}
+    with pytest.raises(StoreUnavailable, match="postgresql"):
+        await ingest.ingest([v2, {**v1, "id": new, "text": NEW}])
 
-        assert await ingest.postgres.stored_hashes([changed, new]) == {changed: v1_hash}
-        # Qdrant and the index in memory: v1's payload and vector, the new document gone.
-        [(_, stored_vector, payload)] = vectors.fetch([changed, new])
-        assert payload["text"] == V1 and payload["content_hash"] == v1_hash
-        assert np.allclose(stored_vector, v1_vector, atol=1e-5)
-        row = vectors.rows[changed]
-        assert vectors.payloads[row]["text"] == V1 and new not in vectors.rows
-        assert np.allclose(vectors.vectors[row], v1_vector, atol=1e-5)
-        assert vectors.search(v1_vector, 1)[0][0].text == V1
-        # The graph store and the graph in memory: v1's mentions, none for the new document.
-        restored = graph.mentions([changed, new])
-        assert set(restored[changed]) == set(SPANS[V1]) and restored[new] == []
-        assert graph.doc_entities[changed] == v1_entities and new not in graph.doc_entities
-        assert {e.id for e in graph.expand([changed], 0).entities} == v1_entities
+    assert await ingest.postgres.stored_hashes([changed, new]) == {changed: v1_hash}
+    # Qdrant and the index in memory: v1's payload and vector, the new document gone.
+    [(_, stored_vector, payload)] = vectors.fetch([changed, new])
+    assert payload["text"] == V1 and payload["content_hash"] == v1_hash
+    assert np.allclose(stored_vector, v1_vector, atol=1e-5)
+    row = vectors.rows[changed]
+    assert vectors.payloads[row]["text"] == V1 and new not in vectors.rows
+    assert np.allclose(vectors.vectors[row], v1_vector, atol=1e-5)
+    assert vectors.search(v1_vector, 1)[0][0].text == V1
+    # The graph store and the graph in memory: v1's mentions, none for the new document.
+    restored = graph.mentions([changed, new])
+    assert set(restored[changed]) == set(SPANS[V1]) and restored[new] == []
+    assert graph.doc_entities[changed] == v1_entities and new not in graph.doc_entities
+    assert {e.id for e in graph.expand([changed], 0).entities} == v1_entities
 
-        # Without the marker, v2 is written everywhere.
-        v2_clean = {**v2, "metadata": {"v": 2}}
-        assert (await ingest.ingest([v2_clean])).written == [changed]
-        assert vectors.fetch([changed])[0][2]["text"] == V2
-        assert set(graph.mentions([changed])[changed]) == set(SPANS[V2])
-    finally:
-        await ingest.postgres.close()
-        await ingest.redis.close()
+    # Without the marker, v2 is written everywhere.
+    v2_clean = {**v2, "metadata": {"v": 2}}
+    assert (await ingest.ingest([v2_clean])).written == [changed]
+    assert vectors.fetch([changed])[0][2]["text"] == V2
+    assert set(graph.mentions([changed])[changed]) == set(SPANS[V2])
+
+
+async def relational(ingest: IngestGraph, ids: list[str]) -> tuple[set[str], set[str], set[str]]:
+    """PostgreSQL's documents, documents with mentions, and entities, among these."""
+    async with ingest.postgres._conn() as conn:
+        docs = await conn.fetch("SELECT id FROM documents WHERE id = ANY($1::text[])", ids)
+        mentioned = await conn.fetch(
+            "SELECT DISTINCT document_id FROM mentions WHERE document_id = ANY($1::text[])", ids)
+        entities = await conn.fetch("SELECT id FROM entities")
+    return ({r[0] for r in docs}, {r[0] for r in mentioned}, {r[0] for r in entities})
+
+
+async def cached(ingest: IngestGraph, text: str) -> bool:
+    return (await ingest.redis.get_embeddings(await ingest._model(), [text]))[0] is not None
+
+
+async def test_forget_removes_a_document_from_every_store_and_index(memory):
+    ingest, vectors, graph = memory.ingest, memory.vectors, memory.graph
+    gone, kept = unique("forget"), unique("forget-kept")
+    # A person no other document of the session's database mentions; Lisbon and Grace
+    # are in NEW too.
+    who = "Ada" + "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:8])
+    text = f"{who} moved to Lisbon with Grace."
+    memory.ner.spans[text] = [span(text, who, "person"), span(text, "Lisbon", "place"),
+                              span(text, "Grace", "person")]
+    assert (await ingest.ingest([{"id": gone, "text": text, "metadata": {}, "kind": "document"},
+                                 {"id": kept, "text": NEW, "metadata": {}, "kind": "document"}]
+                                )).written == [gone, kept]
+    assert await cached(ingest, text)
+    ada = span(text, who, "person").entity_id
+
+    result = await ingest.forget([gone, "never-stored"])
+    assert result.deleted == {gone: True, "never-stored": False}
+    docs, mentioned, entities = await relational(ingest, [gone, kept])
+    assert docs == mentioned == {kept}
+    assert ada not in entities and {m.entity_id for m in SPANS[NEW]} <= entities
+    assert vectors.fetch([gone]) == [] and gone not in vectors.rows
+    query = memory.embedder.engine.embed([text]).vectors[0]
+    assert gone not in {h.id for h in vectors.search(query, 10)[0]}
+    assert graph.mentions([gone]) == {gone: []} and gone not in graph.doc_entities
+    assert ada not in graph.entities and ada not in {e.id for e in graph.expand([kept], 3).entities}
+    assert not await cached(ingest, text) and await cached(ingest, NEW)
+    assert vectors.fetch([kept]) and graph.doc_entities[kept]  # the other one is untouched
+
+    assert (await ingest.forget([gone])).deleted == {gone: False}  # idempotent
+
+
+async def test_a_failed_forget_leaves_the_document_everywhere(memory, die_at_delete):
+    ingest, vectors, graph = memory.ingest, memory.vectors, memory.graph
+    doc_id = unique("forget-fails")
+    doc = {"id": doc_id, "text": V1, "metadata": {die_at_delete: True}, "kind": "document"}
+    assert (await ingest.ingest([doc])).written == [doc_id]
+    [(_, vector, payload)] = vectors.fetch([doc_id])
+
+    with pytest.raises(StoreUnavailable, match="postgresql"):  # PostgreSQL dies at COMMIT
+        await ingest.forget([doc_id])
+
+    docs, mentioned, entities = await relational(ingest, [doc_id])
+    assert docs == mentioned == {doc_id} and {m.entity_id for m in SPANS[V1]} <= entities
+    [(_, vector_after, payload_after)] = vectors.fetch([doc_id])
+    assert payload_after == payload and np.allclose(vector_after, vector)
+    assert vectors.search(vector, 1)[0][0].id == doc_id
+    assert set(graph.mentions([doc_id])[doc_id]) == set(SPANS[V1])
+    assert graph.doc_entities[doc_id] == {m.entity_id for m in SPANS[V1]}
+    assert {m.entity_id for m in SPANS[V1]} <= set(graph.entities)

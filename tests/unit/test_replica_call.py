@@ -21,7 +21,7 @@ def replica_class(model):
 def test_every_public_method_of_every_replica_runs_through_the_wrapper(model):
     cls = replica_class(model)
     public = {name: fn for name, fn in inspect.getmembers(cls, inspect.isfunction)
-              if not name.startswith("_") and name not in runtime.ModelReplica.SERVE_HOOKS}
+              if not name.startswith("_") and name not in runtime.ModelReplica.LIFECYCLE}
     assert "info" in public and "check_health" in dir(cls)
     unwrapped = [name for name, fn in public.items() if not getattr(fn, "__replica_call__", False)]
     assert unwrapped == []
@@ -41,8 +41,15 @@ def errors_of(replica, monkeypatch) -> list[dict]:
 def test_a_healthy_engine_passes_and_a_recent_answer_spares_the_probe(piper_replica):
     asyncio.run(piper_replica.check_health())
     assert piper_replica.last_ok > 0
-    piper_replica.engine.backend = None  # would fail a probe, but the last answer is recent
+    piper_replica.engine.backend.voice = None  # would fail a probe, but the last answer is recent
     asyncio.run(piper_replica.check_health())
+
+
+def test_bookkeeping_calls_do_not_stand_in_for_the_engine(piper_replica):
+    piper_replica.info()  # /v1/status asks every replica this often: it proves nothing
+    piper_replica.engine.backend.voice = None
+    with pytest.raises(AttributeError):
+        asyncio.run(piper_replica.check_health())
 
 
 def test_a_broken_engine_fails_check_health_and_its_calls_are_counted(piper_replica, monkeypatch):

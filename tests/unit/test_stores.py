@@ -51,6 +51,34 @@ async def test_write_commits_only_when_the_block_succeeds(pg):
         assert await conn.fetchval("SELECT count(*) FROM mentions") == 1
 
 
+async def entity_ids(pg) -> set[str]:
+    async with pg.pool.acquire() as conn:
+        return {r["id"] for r in await conn.fetch("SELECT id FROM entities")}
+
+
+async def test_delete_drops_mentions_and_entities_no_one_mentions(pg):
+    paris, lyon = Mention("Paris", "place", 0, 5, 0.8), Mention("Lyon", "place", 10, 14, 0.8)
+    async with pg.write([doc("a", "Paris and Lyon", paris, lyon), doc("b", "Paris again", paris)],
+                        "m", True):
+        pass
+    with pytest.raises(RuntimeError):  # a failure in the block: nothing is deleted
+        async with pg.delete(["a"]):
+            raise RuntimeError("Qdrant failed")
+    assert set(await pg.stored_hashes(["a", "b"])) == {"a", "b"}
+    async with pg.delete(["a", "absent"]) as stored:
+        assert stored == {"a": ("Paris and Lyon", "m")}
+    assert set(await pg.stored_hashes(["a", "b"])) == {"b"}
+    assert await entity_ids(pg) == {paris.entity_id}  # Lyon was only in "a"
+    async with pg.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM mentions WHERE document_id = 'a'") == 0
+    async with pg.delete(["a"]) as stored:  # again: nothing there, nothing to do
+        assert stored == {}
+    # Re-writing a document without a mention drops the entity no one mentions any more.
+    async with pg.write([doc("b", "Nothing here")], "m", True):
+        pass
+    assert await entity_ids(pg) == set()
+
+
 async def test_unreachable_postgres_is_store_unavailable():
     with pytest.raises(StoreUnavailable, match="postgresql"):
         await PostgresStore("postgresql://postgres@127.0.0.1:1/none").connect()
@@ -75,7 +103,8 @@ async def test_redis_embedding_cache_and_refresh_events(store_env):
         await asyncio.sleep(0.05)
     assert await cache.publish({"ids": ["x"]}) == 1
     assert await asyncio.wait_for(listener, 5) == {"ids": ["x"]}
-    await cache.redis.delete(cache.key("m", "hello"))
+    assert await cache.forget_embeddings([("m", "hello"), ("m", "never cached")])
+    assert await cache.get_embeddings("m", ["hello"]) == [None]
     await cache.close()
 
 
@@ -83,6 +112,7 @@ async def test_unreachable_redis_means_cache_misses_not_errors():
     cache = RedisCache("redis://127.0.0.1:1/0", "x", 60)
     assert await cache.get_embeddings("m", ["a"]) == [None]
     await cache.put_embeddings("m", ["a"], np.ones((1, 2), np.float32))
+    assert not await cache.forget_embeddings([("m", "a")])
     with pytest.raises(Exception):
         await cache.publish({"ids": []})
 

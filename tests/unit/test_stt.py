@@ -1,5 +1,6 @@
 import hashlib
 
+import numpy as np
 import pytest
 
 from deployments import audio
@@ -54,3 +55,39 @@ def test_unknown_language_is_a_value_error(whisper):
     with pytest.raises(ValueError, match="not a valid language"):
         whisper.transcribe(whisper.decode(espeak_wav("hello", 16_000)), language="xx")
 
+
+
+TEN_MINUTES = 600 * 16_000
+NOISE = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("samples", [
+    np.zeros(TEN_MINUTES, np.float32),
+    (NOISE.standard_normal(TEN_MINUTES) * 0.003).astype(np.float32),  # a quiet room's hiss
+    (0.3 * np.sin(2 * np.pi * 440 * np.arange(30 * 16_000) / 16_000)).astype(np.float32),
+], ids=["ten-minutes-of-zeros", "ten-minutes-of-low-noise", "a-440-hz-tone"])
+def test_silence_and_non_speech_give_an_empty_transcript(whisper, samples):
+    """Whisper alone invents words for these; VAD finds no speech, so nothing is decoded."""
+    clip = audio.Audio(samples, 16_000)
+    result = whisper.transcribe(clip)
+    assert (result.text, result.segments, result.language) == ("", [], "")
+    assert result.duration == round(clip.seconds, 3)
+    assert whisper.transcribe(clip, language="en").language == "en"
+
+
+def test_speech_after_silence_keeps_its_place_in_time(whisper):
+    """Only the speech region is decoded; its times are mapped back onto the whole clip."""
+    speech = audio.decode(espeak_wav(SENTENCES[2], 16_000))
+    lead = 20.0
+    samples = np.concatenate([np.zeros(int(lead * 16_000), np.float32), speech.samples,
+                              np.zeros(10 * 16_000, np.float32)])
+    result = whisper.transcribe(audio.Audio(samples, 16_000), words=True)
+    assert wer(SENTENCES[2], result.text) <= 0.15, result.text
+    words = [w for s in result.segments for w in s.words]
+    assert lead - 0.5 <= result.segments[0].start and words[0].start >= lead - 0.5
+    assert result.segments[-1].end <= lead + speech.seconds + 0.5
+
+
+def test_an_unknown_language_is_refused_for_silence_too(whisper):
+    with pytest.raises(ValueError, match="not a valid language"):
+        whisper.transcribe(audio.Audio(np.zeros(16_000, np.float32), 16_000), language="xx")

@@ -1,0 +1,160 @@
+"""GPU smoke: every declared GPU engine's code path on CUDA, without Ray, in one call.
+
+    python bench/gpu_smoke.py            # on a GPU machine (torch + CuPy; Ray not needed)
+    python bench/gpu_smoke.py --device cpu   # the same code paths on CPU
+
+The list comes from the model declarations (``deployments/registry.py``): each
+declared model's code path (``bench.codepath.CODE_PATHS``) runs with random
+weights from a small config, under the GPU memory cap serve_config.yaml
+declares for it (``deployments.runtime.cap_gpu_memory``). One line per model:
+name, result, time, peak GPU memory against the cap, or why it was skipped.
+
+Ray is not imported. The registry is read as text (its imports name each
+model's module and declaration), and where Ray is not installed a stand-in
+lets the model modules import: ``@serve.deployment`` and ``@serve.batch``
+leave the classes as they are and metrics do nothing. Only engines run here;
+nothing is served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import importlib.util
+import sys
+import time
+import traceback
+import types
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REGISTRY = REPO / "deployments" / "registry.py"
+MIB = 1024**2
+
+
+def declared_models() -> list[tuple[str, str]]:
+    """(module, declaration constant) of every model, in the registry's order."""
+    tree = ast.parse(REGISTRY.read_text())
+    imported = {alias.name: node.module for node in tree.body if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    listing = next(node for node in tree.body if isinstance(node, ast.AnnAssign)
+                   and getattr(node.target, "id", "") == "MODELS")
+    return [(imported[elt.id], elt.id) for elt in listing.value.elts]
+
+
+def without_ray() -> None:
+    """Install the stand-in for the parts of Ray the model modules touch at import."""
+    if importlib.util.find_spec("ray") is not None and sys.modules.get("ray", True) is not None:
+        return
+
+    class Metric:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def inc(self, *args, **kwargs):
+            pass
+
+        observe = set = inc
+
+    def deployment(*args, **kwargs):
+        if args and callable(args[0]):
+            return args[0]
+        return lambda cls: cls
+
+    def batch(*args, **kwargs):
+        return deployment(*args, **kwargs)
+
+    ray = types.ModuleType("ray")
+    serve = types.ModuleType("ray.serve")
+    serve.deployment, serve.batch = deployment, batch
+    metrics = types.ModuleType("ray.serve.metrics")
+    metrics.Counter = metrics.Gauge = metrics.Histogram = Metric
+    ray.serve, serve.metrics = serve, metrics
+    sys.modules.update({"ray": ray, "ray.serve": serve, "ray.serve.metrics": metrics})
+
+
+def declared_gpu_memory() -> dict[str, float]:
+    """gpu_memory_gb per deployment from serve_config.yaml (0 where none is declared)."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    app = next(a for a in config["applications"] if a["name"] == "assistant")
+    return {n: float(s.get("gpu_memory_gb", 0)) for n, s in app["args"]["deployments"].items()}
+
+
+def cuda_ready() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def run_one(name: str, code_path, device: str, cap_gb: float) -> str:
+    """Run one code path; its report line."""
+    torch = sys.modules.get("torch")
+    on_cuda = device == "cuda"
+    if on_cuda:
+        from deployments.runtime import cap_gpu_memory
+
+        cap_gpu_memory(cap_gb)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    try:
+        note = code_path(device)
+    except ImportError as exc:
+        return f"{name:14} skip  {exc.name or exc} not installed"
+    except Exception as exc:
+        detail = traceback.format_exception_only(exc)[-1].strip()
+        return f"{name:14} FAIL  {detail}"
+    seconds = time.perf_counter() - start
+    if not on_cuda:
+        return f"{name:14} ok    {seconds:6.2f} s  {note}"
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() / MIB
+    within = "within" if cap_gb <= 0 or peak <= cap_gb * 1024 else "OVER"
+    return (f"{name:14} ok    {seconds:6.2f} s  peak {peak:8.1f} MiB  cap {cap_gb:g} GB "
+            f"({within})  {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--only", nargs="*", help="deployment names (default: every declared one)")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    without_ray()
+    from bench.codepath import CODE_PATHS, NOT_SMOKED, SAME_AS
+
+    caps = declared_gpu_memory()
+    if args.device == "cuda" and not cuda_ready():
+        print("no CUDA device: every GPU code path skipped (--device cpu runs them on CPU)")
+    failed = 0
+    for module, constant in declared_models():
+        try:
+            name = getattr(importlib.import_module(module), constant).name
+        except ImportError as exc:
+            print(f"{constant:14} skip  {module} needs {exc.name}, not installed")
+            continue
+        if args.only and name not in args.only:
+            continue
+        if name in NOT_SMOKED or name in SAME_AS:
+            print(f"{name:14} skip  {NOT_SMOKED.get(name) or 'same code path as ' + SAME_AS[name]}")
+            continue
+        if name not in CODE_PATHS:
+            print(f"{name:14} FAIL  declared, but bench.codepath has no code path for it")
+            failed += 1
+            continue
+        if args.device == "cuda" and not cuda_ready():
+            print(f"{name:14} skip  no CUDA device")
+            continue
+        line = run_one(name, CODE_PATHS[name], args.device, caps.get(name, 0.0))
+        failed += " FAIL " in line
+        print(line, flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
