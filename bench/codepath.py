@@ -216,4 +216,5 @@ SAME_AS = {"BatchEmbedder": "Embedder"}
 NOT_SMOKED = {
     "PiperTTS": "CPU only: no GPU code path",
     "ChatterboxTTS": "chatterbox-tts runs in its own runtime_env (it pins torch)",
+    "ChatLLM": "no GPU code path: the GPU profile forwards to vLLM, outside Ray",
 }

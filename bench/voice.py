@@ -1,12 +1,20 @@
-"""Time to first audio of a voice turn: served (/v1/voice/turn) vs the same stages in-process.
+"""Time to first audio of a voice turn with the real embedded LLM: served vs the same stages in-process.
 
     python -m bench.voice [--runs 5]
 
-A 5 s espeak-ng question, Whisper base (CPU), a fast fake LLM (tests/fakes:
-no model, so the figure is the cluster's own), Piper for the answer. In-process
-runs STT, the LLM stream up to its first sentence, and that sentence's
-synthesis, back to back in this process; served is the time until the first
-audio frame arrives over HTTP.
+A 5 s espeak-ng question; Whisper base (faster-whisper int8, CPU); SmolLM2-135M
+(ChatLLM's embedded model) up to the end of its first sentence; Piper speaks
+that sentence at 16 kHz. In-process runs the same three engines back to back in
+this process; served is the time until the first audio frame of
+``POST /v1/voice/turn`` arrives.
+
+Thread budget, matched on both sides: the LLM generates on ChatLLM's
+``num_cpus`` torch threads (serve_config.yaml; the replica derives its threads
+from the CPUs Ray assigned it, in-process sets the same number); Whisper and
+Piper run with their libraries' default threads on both sides. Both sides
+decode greedily (temperature 0) with the voice graph's system prompt, so the
+LLM writes the same first sentence. The served cluster runs only what a turn
+needs (Gateway, WhisperSTT, ChatLLM, PiperTTS, VoiceGraph).
 """
 
 from __future__ import annotations
@@ -22,32 +30,36 @@ from pathlib import Path
 
 import httpx
 
+from bench.llm import chat_threads
 from bench.report import header, publish
 from bench.speech import five_second_clip
 from cluster import sandbox
+from deployments.llm import ChatEngine, ChatRequest
 from deployments.piper import PiperEngine
 from deployments.settings import LLMSettings, Settings
 from deployments.stt import WhisperEngine
 from deployments.text import tts_sentences
-from graphs.llm import ChatLLM
-from graphs.voice import SentenceBuffer
-from tests.fakes.llm_server import FakeLLM
+from graphs.voice import DEFAULT_SYSTEM_PROMPT, SentenceBuffer
 
 TOKEN = "bench-token"
+TURN_DEPLOYMENTS = ("Gateway", "WhisperSTT", "ChatLLM", "PiperTTS", "VoiceGraph")
 
 
-def in_process(runs: int, wav: bytes, llm_url: str) -> list[float]:
+def in_process(runs: int, wav: bytes, threads: int) -> list[float]:
     s = Settings()
     whisper = WhisperEngine(s.speech.whisper, "cpu", data_dir=Path(tempfile.mkdtemp()))
     whisper.load()
     piper = PiperEngine(s.speech.piper_voice)
     piper.load()
-    llm = ChatLLM(LLMSettings(url=llm_url, model="fast"))
+    llm = ChatEngine(LLMSettings(threads=threads), "cpu")
+    llm.load()
 
     async def first_sentence(text: str) -> str:
         buffer = SentenceBuffer()
-        async for piece in llm.stream([{"role": "user", "content": text}]):
-            if done := buffer.feed(piece):
+        request = ChatRequest([{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+                               {"role": "user", "content": text}], s.llm.max_tokens, 0.0)
+        async for chunk in llm.stream(request):
+            if done := buffer.feed(chunk.text):
                 return done[0]
         return buffer.flush()[0]
 
@@ -88,21 +100,25 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     runs = parser.parse_args().runs
     wav = five_second_clip()
-    with FakeLLM() as llm:
-        local = in_process(runs, wav, llm.url)
-        os.environ["SERVE_LLM__URL"] = llm.url
-        box = sandbox.start(TOKEN)
-        try:
-            remote = served(runs, wav, box)
-        finally:
-            box.stop()
+    os.environ.pop("SERVE_LLM__URL", None)  # the embedded model on both sides
+    os.environ["SERVE_LLM__TEMPERATURE"] = "0"
+    threads = chat_threads()
+    local = in_process(runs, wav, threads)
+    full = sandbox.serve_args()
+    box = sandbox.start(TOKEN, {**full, "deployments": {
+        name: full["deployments"][name] for name in TURN_DEPLOYMENTS}})
+    try:
+        remote = served(runs, wav, box)
+    finally:
+        box.stop()
     lines = [
         "## Voice turn: time to first audio",
         "",
         header(f"python -m bench.voice --runs {runs}"),
-        "A 5 s espeak-ng question at 16 kHz; Whisper base (faster-whisper int8, CPU); a fast fake "
-        "LLM (no model: the figure is the cluster's own); Piper speaks the first sentence at 16 kHz. "
-        f"Median of {runs} after a warm-up.",
+        "A 5 s espeak-ng question at 16 kHz; Whisper base (faster-whisper int8, CPU); the embedded "
+        f"SmolLM2-135M (greedy, {threads} torch thread(s) on both sides: ChatLLM's num_cpus) up to "
+        "its first sentence; Piper speaks that sentence at 16 kHz. Whisper and Piper use their "
+        f"default threads on both sides. Median of {runs} after a warm-up.",
         "",
         "| path | time to first audio |",
         "|---|---|",

@@ -11,6 +11,7 @@ from deployments.declaration import ModelDeclaration
 from deployments.embedding import BATCH_EMBEDDER, EMBEDDER
 from deployments.graph_index import GRAPH_INDEX
 from deployments.kokoro import KOKORO
+from deployments.llm import CHAT_LLM
 from deployments.ner import NER
 from deployments.piper import PIPER
 from deployments.stt import WHISPER
@@ -18,6 +19,7 @@ from deployments.vector_index import VECTOR_INDEX
 
 MODELS: tuple[ModelDeclaration, ...] = (
     EMBEDDER, BATCH_EMBEDDER, WHISPER, KOKORO, PIPER, CHATTERBOX, NER, VECTOR_INDEX, GRAPH_INDEX,
+    CHAT_LLM,
 )
 BY_NAME: dict[str, ModelDeclaration] = {m.name: m for m in MODELS}
 

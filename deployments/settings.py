@@ -48,7 +48,8 @@ class HttpSettings(BaseModel):
     route_timeout_s: float = 30.0
     """A response must start within this, or the gateway answers 504."""
     route_timeouts: dict[str, float] = Field(
-        default_factory=lambda: {"/v1/audio/transcriptions": 120.0, "/v1/ingest": 120.0}
+        default_factory=lambda: {"/v1/audio/transcriptions": 120.0, "/v1/ingest": 120.0,
+                                 "/v1/chat/completions": 300.0}
     )
     """Longer deadlines by path prefix."""
     max_header_count: int = 64
@@ -166,19 +167,42 @@ class SpeechSettings(BaseModel):
     (a node starting up), before a 503."""
 
 
+class ConversationSettings(BaseModel):
+    """The recent turns the voice graph keeps per ``conversation_id`` (in its replica's memory)."""
+
+    max_exchanges: int = 6
+    """Question-answer pairs kept per conversation; older ones are forgotten."""
+    max_conversations: int = 1000
+    """Conversations kept; the least recently used one goes first."""
+    ttl_s: float = 3600.0
+    """A conversation silent for this long is forgotten."""
+
+
 class LLMSettings(BaseModel):
-    """The external OpenAI-compatible chat endpoint the voice graph streams from."""
+    """The chat LLM (deployment ChatLLM): embedded SmolLM2 on CPU, or an OpenAI-compatible server."""
 
     url: str = ""
-    """Base URL of the chat endpoint, e.g. http://titan:8003/v1. Empty: voice turns are refused."""
+    """Base URL of an OpenAI-compatible server, e.g. http://titan:8003/v1. Set: every profile
+    forwards to it. Empty: the CPU profile runs the embedded SmolLM2, the GPU one ``gpu_url``."""
+    gpu_url: str = "http://127.0.0.1:8003/v1"
+    """The GPU profile's server: Titan's vLLM (ChatLLM runs on Titan, outside Ray's GPU budget)."""
     model: str = "gemma"
+    """The model name the forwarded server serves."""
     api_key: str = ""
+    connect_timeout_s: float = 5.0
     first_token_timeout_s: float = 10.0
-    """Longest wait for the first token."""
+    """Longest wait for the first token from the forwarded server."""
     token_timeout_s: float = 5.0
-    """Longest silence between two tokens."""
+    """Longest silence between two tokens from the forwarded server."""
+    threads: int = 0
+    """Torch threads of the embedded model; 0: the CPUs Ray assigned to the replica (num_cpus)."""
     max_tokens: int = 400
+    """A voice reply's token budget."""
     temperature: float = 0.6
+    """A voice reply's temperature."""
+    max_completion_tokens: int = 4096
+    """Largest ``max_tokens`` a /v1/chat/completions request may ask for (default when absent: 512)."""
+    conversation: ConversationSettings = Field(default_factory=ConversationSettings)
 
 
 class Settings(BaseSettings):

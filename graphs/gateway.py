@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.schemas import ErrorResponse
+from deployments.llm import LLMBadResponse, LLMTimeout, LLMUnreachable
 from deployments.logs import install_redaction
 from deployments.metrics import GPUMemoryExceeded, ModelUnavailable
 from deployments.profile import current_placement
@@ -42,7 +43,7 @@ from graphs.http import (
 )
 from graphs.metrics import RouteMetrics
 from graphs.routes import (
-    documents, embeddings, models, ner, retrieval, speech, status, transcription, ui, voice,
+    chat, documents, embeddings, models, ner, retrieval, speech, status, transcription, ui, voice,
 )
 from graphs.services import Services
 from graphs.voice import TurnRefused
@@ -55,7 +56,8 @@ DOCS_ASSETS = "/docs/assets"
 OPEN_PATHS = ("/health", "/docs", "/openapi.json")
 """Served without a token: they hold no data (health, and the API's own description)."""
 OPEN_PREFIXES = (f"{DOCS_ASSETS}/",)
-ROUTERS = (ui, models, embeddings, ner, retrieval, documents, speech, transcription, voice, status)
+ROUTERS = (ui, models, embeddings, ner, retrieval, documents, speech, transcription, voice, chat,
+           status)
 ERROR_RESPONSES = {
     "4XX": {"model": ErrorResponse, "description": "The request was refused (OpenAI's error envelope)."},
     "5XX": {"model": ErrorResponse, "description": "A model or store is unavailable or busy."},
@@ -104,6 +106,10 @@ ERRORS: dict[type[BaseException], Mapped] = {
     SynthesisCancelled: Mapped(409, "invalid_request_error", "cancelled",
                                message="synthesis was cancelled"),
     ValueError: Mapped(400, "invalid_request_error"),
+    # The chat server failed (ChatLLM forwarding), not the client.
+    LLMUnreachable: Mapped(503, "unavailable", "llm_unreachable", retry_after_s=5),
+    LLMTimeout: Mapped(504, "timeout", "llm_timeout", retry_after_s=5),
+    LLMBadResponse: Mapped(502, "upstream_error", "llm_bad_response", retry_after_s=5),
 }
 """The one error mapping of the gateway. Ray wraps a replica's exception in a
 RayTaskError that is also an instance of the original class, so one entry

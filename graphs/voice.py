@@ -13,6 +13,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -20,16 +21,16 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.declaration import GraphDeclaration
+from deployments.llm import CHAT_LLM, ChatRequest, LLMError
 from deployments.profile import current_placement
 from deployments.results import ReplicaInfo
 from deployments.registry import BY_NAME
 from deployments.stt import WHISPER
-from deployments.settings import LLMSettings, SpeechSettings
+from deployments.settings import ConversationSettings, LLMSettings, SpeechSettings
 from deployments.text import CancelKey, split_sentences, tts_sentences
 from graphs import routing
 from graphs.failover import TTSCalls
 from graphs.http import root_cause, scrub
-from graphs.llm import ChatLLM, LLMError
 from graphs.metrics import record_stage, stage_timer
 from graphs.retrieval import RETRIEVAL
 
@@ -67,6 +68,43 @@ class SentenceBuffer:
         return parts
 
 
+class Conversations:
+    """The recent exchanges of each conversation, bounded three ways.
+
+    At most ``max_exchanges`` question-answer pairs per conversation, at most
+    ``max_conversations`` conversations (the least recently used goes first),
+    and none silent for longer than ``ttl_s``. Kept in the VoiceGraph replica's
+    memory: a restart forgets them, as a phone call would.
+    """
+
+    def __init__(self, bounds: ConversationSettings, clock=time.monotonic):
+        self.bounds, self.clock = bounds, clock
+        self.recent: OrderedDict[str, tuple[float, deque]] = OrderedDict()
+
+    def history(self, conversation_id: str | None) -> list[dict]:
+        """The kept messages of ``conversation_id``, oldest first ([] for none or a new one)."""
+        self._expire()
+        if conversation_id is None or conversation_id not in self.recent:
+            return []
+        return [m for exchange in self.recent[conversation_id][1] for m in exchange]
+
+    def add(self, conversation_id: str | None, question: str, answer: str) -> None:
+        if conversation_id is None or not question.strip() or not answer.strip():
+            return
+        _, exchanges = self.recent.pop(
+            conversation_id, (0.0, deque(maxlen=self.bounds.max_exchanges)))
+        exchanges.append(({"role": "user", "content": question},
+                          {"role": "assistant", "content": answer}))
+        self.recent[conversation_id] = (self.clock(), exchanges)
+        while len(self.recent) > self.bounds.max_conversations:
+            self.recent.popitem(last=False)
+
+    def _expire(self) -> None:
+        oldest_kept = self.clock() - self.bounds.ttl_s
+        while self.recent and next(iter(self.recent.values()))[0] < oldest_kept:
+            self.recent.popitem(last=False)
+
+
 @dataclass
 class Turn:
     turn_id: str
@@ -83,13 +121,15 @@ class TurnRefused(LookupError):
 
 @serve.deployment(max_ongoing_requests=32)
 class VoiceGraph:
-    """Handles come from build_app: STT is required; TTS engines and retrieval are optional."""
+    """Handles come from build_app: STT is required; the LLM, TTS engines and retrieval are optional."""
 
     def __init__(
         self,
-        llm: LLMSettings,
+        llm_settings: LLMSettings,
         speech: SpeechSettings,
         stt: DeploymentHandle,
+        llm: DeploymentHandle | None = None,
+        llm_unavailable: str = "",
         tts: dict[str, DeploymentHandle] | None = None,
         tts_unavailable: dict[str, str] | None = None,
         retrieval: DeploymentHandle | None = None,
@@ -101,20 +141,20 @@ class VoiceGraph:
         self.tts_unavailable = dict(tts_unavailable or {})
         # This process's own TTS traffic (routing state, hedging); turns are never shed.
         self.tts_calls = TTSCalls(speech, routing.process_state())
-        self.llm = ChatLLM(llm)
+        self.llm, self.llm_unavailable, self.llm_settings = llm, llm_unavailable, llm_settings
+        self.conversations = Conversations(llm_settings.conversation)
         self.turns: dict[str, Turn] = {}
         self.placement = current_placement()
 
     def info(self) -> ReplicaInfo:
         return ReplicaInfo(model="voice", backend="VoiceGraph", device="cpu",
-                           llm=self.llm.settings.url or None, tts=sorted(self.tts),
-                           **self.placement.to_dict())
+                           llm=CHAT_LLM.name if self.llm is not None else None,
+                           tts=sorted(self.tts), **self.placement.to_dict())
 
     def check(self, engine: str) -> None:
         """Refuse a turn that cannot run before any work is done."""
-        if not self.llm.configured:
-            raise TurnRefused("no LLM is configured: set SERVE_LLM__URL to an "
-                              "OpenAI-compatible chat endpoint (the vLLM server on Titan)")
+        if self.llm is None:
+            raise TurnRefused(f"ChatLLM is not running: {self.llm_unavailable or 'not deployed'}")
         if engine not in self.tts:
             raise TurnRefused(f"TTS engine {engine!r} is not running: "
                               f"{self.tts_unavailable.get(engine) or 'not deployed'}")
@@ -141,6 +181,9 @@ class VoiceGraph:
                         heard.text, int(options.get("k") or 3), 1, None)
                 context = [hit.text for hit in found.results]
                 yield {"type": "context", "results": context}
+            if not heard.text.strip():  # silence or noise (VAD heard no speech): nothing to answer
+                yield self._done(turn, "", timings, started)
+                return
             async for frame in self._answer(turn, heard.text, context, engine, options,
                                             timings, started):
                 yield frame
@@ -152,9 +195,13 @@ class VoiceGraph:
         system = options.get("system_prompt") or DEFAULT_SYSTEM_PROMPT
         if context:
             system += "\n\nWhat you know that may help:\n" + "\n".join(f"- {c}" for c in context)
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
+        conversation = options.get("conversation_id")
+        messages = [{"role": "system", "content": system},
+                    *self.conversations.history(conversation), {"role": "user", "content": text}]
+        request = ChatRequest(messages, self.llm_settings.max_tokens, self.llm_settings.temperature)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         reply: list[str] = []
+        spoken: list[str] = []
 
         async def speak(sentence: str) -> bytes:
             stream = self.tts_calls.stream(
@@ -164,18 +211,25 @@ class VoiceGraph:
 
         async def produce() -> None:
             buffer, first = SentenceBuffer(), True
+            chunks = self.llm.options(stream=True).chat.remote(request)
+            finished = False
             try:
-                async for piece in self.llm.stream(messages):
+                async for chunk in chunks:
+                    if not chunk.text:
+                        continue
                     if first:
                         record_stage("voice", "llm_first_token", since(started), timings)
                         first = False
-                    reply.append(piece)
-                    for sentence in buffer.feed(piece):
+                    reply.append(chunk.text)
+                    for sentence in buffer.feed(chunk.text):
                         await sentences.put(sentence)
                 for sentence in buffer.flush():
                     await sentences.put(sentence)
                 record_stage("voice", "llm_done", since(started), timings)
+                finished = True
             finally:
+                if not finished:  # barge-in or a failed TTS: stop generating the rest
+                    chunks.cancel()
                 await sentences.put(None)
 
         producer = asyncio.create_task(produce())
@@ -201,14 +255,15 @@ class VoiceGraph:
                 if index == 0:
                     record_stage("voice", "first_audio", since(started), timings)
                 turn.samples_sent += len(pcm) // 2
+                spoken.append(sentence)
                 yield {"type": "audio", "index": index, "text": sentence,
                        "sample_rate": turn.sample_rate, "samples": len(pcm) // 2,
                        "audio": base64.b64encode(pcm).decode()}
                 index += 1
             if producer.done() and producer.exception() is not None:
                 raise producer.exception()
-        except LLMError as exc:
-            error = {"type": "error", "stage": "llm", "kind": exc.kind, "message": scrub(str(exc))}
+        except LLMError as exc:  # Ray's wrapper passes the replica's kind and message through
+            error = {"type": "error", "stage": "llm", "kind": exc.kind, "message": scrub(exc.message)}
         except Exception as exc:  # a TTS failure after failover: reported, never a hang
             log.warning("voice turn %s failed: %s", turn.turn_id, exc)
             error = {"type": "error", "stage": "tts", "message": scrub(str(root_cause(exc)))}
@@ -217,10 +272,16 @@ class VoiceGraph:
             cancel_wait.cancel()
         if error:
             yield error
+        self.conversations.add(conversation, text, " ".join(spoken))  # what the user heard
+        yield self._done(turn, "".join(reply).strip(), timings, started)
+
+    @staticmethod
+    def _done(turn: Turn, reply: str, timings: dict, started: float) -> dict:
+        """The turn's last frame."""
         record_stage("voice", "total", since(started), timings)
-        yield {"type": "done", "turn_id": turn.turn_id, "reply": "".join(reply).strip(),
-               "cancelled": turn.cancelled.is_set(), "samples_sent": turn.samples_sent,
-               "sample_rate": turn.sample_rate, "timings_ms": timings}
+        return {"type": "done", "turn_id": turn.turn_id, "reply": reply,
+                "cancelled": turn.cancelled.is_set(), "samples_sent": turn.samples_sent,
+                "sample_rate": turn.sample_rate, "timings_ms": timings}
 
     async def cancel(self, turn_id: str) -> dict | None:
         """Barge-in: stop this replica's turn ``turn_id``; None when it is not here."""
@@ -240,5 +301,5 @@ class VoiceGraph:
 VOICE = GraphDeclaration(
     name="VoiceGraph", task="voice", deployment=VoiceGraph,
     bind_args=lambda s: (s.llm, s.speech), uses={"stt": WHISPER.name},
-    optional={"retrieval": RETRIEVAL.name}, by_task={"tts": "tts"},
+    optional={"retrieval": RETRIEVAL.name, "llm": CHAT_LLM.name}, by_task={"tts": "tts"},
 )

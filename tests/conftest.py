@@ -167,21 +167,13 @@ def die_at_delete(die_at_commit) -> str:
 
 
 @pytest.fixture(scope="session")
-def fake_llm():
-    """An OpenAI-compatible chat server (the LLM is outside the project), set as SERVE_LLM__URL
-    before the app is built; tests pick its behaviour with a [fake:<mode>] system prompt."""
-    from tests.fakes.llm_server import FakeLLM
+def serve_cluster(store_env) -> ServeCluster:
+    """Start titan + panda nodes, deploy serve_config.yaml, wait until /health answers.
 
-    with FakeLLM(slow_s=0.6) as server:
-        os.environ["SERVE_LLM__URL"] = server.url
-        os.environ["SERVE_LLM__FIRST_TOKEN_TIMEOUT_S"] = "3"
-        os.environ["SERVE_LLM__TOKEN_TIMEOUT_S"] = "3"
-        yield server
-
-
-@pytest.fixture(scope="session")
-def serve_cluster(store_env, fake_llm) -> ServeCluster:
-    """Start titan + panda nodes, deploy serve_config.yaml, wait until /health answers."""
+    ChatLLM runs the real embedded SmolLM2 (no SERVE_LLM__URL): the fake LLM server is
+    only for the faults it alone produces, tested against the forwarding backend."""
+    os.environ.pop("SERVE_LLM__URL", None)
+    os.environ["SERVE_LLM__TEMPERATURE"] = "0"  # voice replies: the same question, the same answer
     box = sandbox.start(TEST_TOKEN)
     yield box
     box.stop()

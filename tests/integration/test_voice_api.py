@@ -1,4 +1,7 @@
-"""/v1/voice/turn on the real cluster: real Whisper base and Piper, a fake LLM server."""
+"""/v1/voice/turn on the real cluster: real Whisper base, the embedded SmolLM2 and Piper.
+
+The faults only a fake LLM server can produce (hanging, garbage) are in
+tests/unit/test_voice_graph.py, against the forwarding backend."""
 
 from __future__ import annotations
 
@@ -9,15 +12,23 @@ import time
 import httpx
 import pytest
 
-from tests.fakes.llm_server import REPLY
-from tests.speechkit import espeak_wav
+from tests.integration.test_observability import wait_for_samples
+from tests.speechkit import espeak_wav, normalize
 
 QUESTION = "When does the train to the city leave tonight?"
+STORY = "Tell me a long story about a dragon and a princess."
+"""A request that makes SmolLM2 write for longer than a barge-in takes to arrive (greedy:
+the cluster's voice replies use temperature 0, so the same question gives the same answer)."""
 
 
 @pytest.fixture(scope="module")
 def utterance() -> bytes:
     return espeak_wav(QUESTION, rate=16_000)
+
+
+@pytest.fixture(scope="module")
+def story() -> bytes:
+    return espeak_wav(STORY, rate=16_000)
 
 
 def turn(serve_cluster, audio: bytes, **fields):
@@ -34,47 +45,60 @@ def turn(serve_cluster, audio: bytes, **fields):
                     yield time.monotonic(), json.loads(line)
 
 
-def test_first_audio_arrives_before_the_llm_has_finished(serve_cluster, fake_llm, utterance):
-    frames = list(turn(serve_cluster, utterance, system_prompt="[fake:slow] be brief"))
-    kinds = [f["type"] for _, f in frames]
-    assert kinds[0] == "transcript" and kinds[-1] == "done" and "error" not in kinds
-    assert "train" in frames[0][1]["text"].lower()
-    audio = [(t, f) for t, f in frames if f["type"] == "audio"]
-    assert len(audio) == 3  # the fake's reply has three sentences
-    for _, f in audio:
-        assert len(base64.b64decode(f["audio"])) == 2 * f["samples"] > 16_000 // 2
-        assert f["sample_rate"] == 16_000
-    assert audio[0][0] < fake_llm.finished_at[-1]  # heard before the LLM stopped writing
-    done = frames[-1][1]
-    assert done["reply"].split() == REPLY.split()
-    assert done["samples_sent"] == sum(f["samples"] for _, f in audio)
-    assert {"stt", "llm_first_token", "first_audio", "total"} <= set(done["timings_ms"])
+def test_silence_is_answered_with_nothing(serve_cluster):
+    """No speech (VAD): an empty transcript, then done; no LLM reply, no audio."""
+    silence = b"\x00\x00" * 16_000 * 5
+    frames = [f for _, f in turn(serve_cluster, silence, sample_rate="16000")]
+    assert [f["type"] for f in frames] == ["transcript", "done"], frames
+    assert frames[0]["text"] == "" and frames[1]["reply"] == "" and frames[1]["samples_sent"] == 0
+    assert "llm_first_token" not in frames[1]["timings_ms"]
+
+
+LONG_ANSWER = "You are a storyteller. Answer with a long story of many short sentences."
+
+
+def test_a_spoken_question_gets_a_spoken_answer(serve_cluster, utterance):
+    """Real Whisper base, the embedded SmolLM2 and Piper, end to end."""
+    frames = [f for _, f in turn(serve_cluster, utterance, conversation_id="call-1")]
+    kinds = [f["type"] for f in frames]
+    assert kinds[0] == "transcript" and kinds[-1] == "done" and "error" not in kinds, kinds
+    assert {"train", "city"} <= set(normalize(frames[0]["text"]))
+    audio = [f for f in frames if f["type"] == "audio"]
+    assert audio
+    for f in audio:
+        assert len(base64.b64decode(f["audio"])) == 2 * f["samples"] > 16_000 // 4
+        assert f["sample_rate"] == 16_000 and f["text"].strip()
+    done = frames[-1]
+    assert done["reply"] and done["cancelled"] is False
+    assert " ".join(f["text"] for f in audio).split() == done["reply"].split()
+    assert done["samples_sent"] == sum(f["samples"] for f in audio)
+    assert {"stt", "llm_first_token", "first_audio", "llm_done", "total"} <= set(done["timings_ms"])
+
+
+def test_first_audio_arrives_before_the_llm_has_finished(serve_cluster, story):
+    frames = [f for _, f in turn(serve_cluster, story, system_prompt=LONG_ANSWER)]
+    done = frames[-1]
+    assert done["type"] == "done" and len([f for f in frames if f["type"] == "audio"]) > 1
     assert done["timings_ms"]["first_audio"] < done["timings_ms"]["llm_done"]
 
 
-def test_cancel_stops_the_answer_and_reports_what_was_sent(serve_cluster, utterance):
+def test_cancel_stops_the_answer_and_the_llm(serve_cluster, story):
     frames, cancelled = [], None
-    for _, frame in turn(serve_cluster, utterance, system_prompt="[fake:slow]", turn_id="barge-1"):
+    for _, frame in turn(serve_cluster, story, system_prompt=LONG_ANSWER, turn_id="barge-1"):
         frames.append(frame)
         if frame["type"] == "audio" and cancelled is None:
             cancelled = httpx.post(f"{serve_cluster.base_url}/v1/voice/cancel",
                                    json={"turn_id": "barge-1"}, headers=serve_cluster.headers())
-    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled is not None and cancelled.status_code == 200, cancelled and cancelled.text
     report = cancelled.json()
     assert report["cancelled"] and report["samples_sent"] >= frames[1]["samples"]
     done = frames[-1]
     assert done["type"] == "done" and done["cancelled"] is True
-    assert len([f for f in frames if f["type"] == "audio"]) < 3
-
-
-@pytest.mark.parametrize("mode,kind", [("hang", "timeout"), ("garbage", "bad_response")])
-def test_a_broken_llm_ends_the_turn_with_an_error_frame(serve_cluster, utterance, mode, kind):
-    start = time.monotonic()
-    frames = [f for _, f in turn(serve_cluster, utterance, system_prompt=f"[fake:{mode}]")]
-    assert time.monotonic() - start < 30  # never a hang
-    errors = [f for f in frames if f["type"] == "error"]
-    assert errors and errors[0]["stage"] == "llm" and errors[0]["kind"] == kind
-    assert frames[-1]["type"] == "done"
+    assert "llm_done" not in done["timings_ms"]  # the LLM was still writing when it was stopped
+    # The barge-in reached the ChatLLM replica: its generation was cancelled there (the
+    # engine's own tests show a cancelled generation stops within a few tokens).
+    wait_for_samples(serve_cluster, {"ray_her_serve_model_errors": {
+        "deployment": "ChatLLM", "method": "chat", "kind": "cancelled"}})
 
 
 def test_bad_requests_are_4xx_or_503_json(serve_cluster, api, utterance):

@@ -43,7 +43,8 @@ def test_openapi_describes_every_route(client):
     assert set(spec["paths"]) == {
         "/health", "/v1/models", "/v1/embeddings", "/v1/ner", "/v1/retrieve", "/v1/ingest",
         "/v1/documents/delete", "/v1/documents/{id}", "/v1/tts", "/cancel", "/v1/audio/speech", "/v1/audio/voices",
-        "/v1/audio/transcriptions", "/v1/voice/turn", "/v1/voice/cancel", "/v1/status",
+        "/v1/audio/transcriptions", "/v1/voice/turn", "/v1/voice/cancel", "/v1/chat/completions",
+        "/v1/status",
     }
     embeddings = spec["paths"]["/v1/embeddings"]["post"]
     assert embeddings["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(

@@ -8,9 +8,11 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from deployments.settings import Settings
+from deployments.settings import Settings, SpeechSettings
+from graphs.failover import TTSCalls
 from graphs.gateway import build_http_app
 from graphs.routes import ui
+from graphs.routing import RoutingState
 from graphs.services import Services
 
 TOKEN = "s3cret"
@@ -20,8 +22,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     """The real gateway app (its token rule included), with no model behind it."""
-    app = build_http_app(Services(handles={}, unavailable={}, tasks={}),
-                         Settings(auth={"token": TOKEN}), None, {})
+    services = Services(handles={}, unavailable={}, tasks={},
+                        tts=TTSCalls(SpeechSettings(), RoutingState()))
+    app = build_http_app(services, Settings(auth={"token": TOKEN}), None, {})
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
