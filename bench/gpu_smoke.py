@@ -3,14 +3,14 @@
     python bench/gpu_smoke.py            # on a GPU machine (torch + CuPy; Ray not needed)
     python bench/gpu_smoke.py --device cpu   # the same code paths on CPU
 
-The list comes from the model declarations (``deployments/registry.py``): each
+The list comes from the model declarations (what ``deployments/registry.py`` finds): each
 declared model's code path (``bench.codepath.CODE_PATHS``) runs with random
 weights from a small config, under the GPU memory cap serve_config.yaml
 declares for it (``deployments.runtime.cap_gpu_memory``). One line per model:
 name, result, time, peak GPU memory against the cap, or why it was skipped.
 
-Ray is not imported. The registry is read as text (its imports name each
-model's module and declaration), and where Ray is not installed a stand-in
+Ray is not imported. The declarations are found in the modules' source (as
+the registry finds them, without importing), and where Ray is not installed a stand-in
 lets the model modules import: ``@serve.deployment`` and ``@serve.batch``
 leave the classes as they are and metrics do nothing. Only engines run here;
 nothing is served.
@@ -29,18 +29,22 @@ import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REGISTRY = REPO / "deployments" / "registry.py"
+DEPLOYMENTS = REPO / "deployments"
 MIB = 1024**2
 
 
 def declared_models() -> list[tuple[str, str]]:
-    """(module, declaration constant) of every model, in the registry's order."""
-    tree = ast.parse(REGISTRY.read_text())
-    imported = {alias.name: node.module for node in tree.body if isinstance(node, ast.ImportFrom)
-                for alias in node.names}
-    listing = next(node for node in tree.body if isinstance(node, ast.AnnAssign)
-                   and getattr(node.target, "id", "") == "MODELS")
-    return [(imported[elt.id], elt.id) for elt in listing.value.elts]
+    """(module, declaration constant) of every model, in the registry's order (its modules by
+    name, then as written), found in the source: each ``NAME = ModelDeclaration(...)``."""
+    found = []
+    for path in sorted(DEPLOYMENTS.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            value = getattr(node, "value", None)
+            if (isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(value, ast.Call)
+                    and getattr(value.func, "id", "") == "ModelDeclaration"):
+                target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+                found.append((f"deployments.{path.stem}", target.id))
+    return found
 
 
 def without_ray() -> None:

@@ -1,26 +1,34 @@
 """Every model deployment's declaration, in one list: the rest of the code derives from it.
 
-Adding a model: write its module (engine, deployment, ``ModelDeclaration``),
-add its declaration here, and give it an entry in ``serve_config.yaml``.
+The list is found, not written: every module of this package that defines a
+``ModelDeclaration`` at module level is in it. Adding a model is its module
+(engine, deployment, declaration) plus its entry in ``serve_config.yaml``.
 """
 
 from __future__ import annotations
 
-from deployments.chatterbox import CHATTERBOX
-from deployments.declaration import ModelDeclaration
-from deployments.embedding import BATCH_EMBEDDER, EMBEDDER
-from deployments.graph_index import GRAPH_INDEX
-from deployments.kokoro import KOKORO
-from deployments.llm import CHAT_LLM
-from deployments.ner import NER
-from deployments.piper import PIPER
-from deployments.stt import WHISPER
-from deployments.vector_index import VECTOR_INDEX
+import importlib
+import pkgutil
 
-MODELS: tuple[ModelDeclaration, ...] = (
-    EMBEDDER, BATCH_EMBEDDER, WHISPER, KOKORO, PIPER, CHATTERBOX, NER, VECTOR_INDEX, GRAPH_INDEX,
-    CHAT_LLM,
-)
+import deployments
+from deployments.declaration import ModelDeclaration
+
+
+def discover() -> tuple[ModelDeclaration, ...]:
+    """Module-level declarations of this package's modules, by module name, then as written
+    (one a module imports from another is counted once)."""
+    found: dict[str, ModelDeclaration] = {}
+    for info in sorted(pkgutil.iter_modules(deployments.__path__), key=lambda i: i.name):
+        if info.ispkg or info.name == "registry":
+            continue
+        module = importlib.import_module(f"deployments.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, ModelDeclaration):
+                found.setdefault(value.name, value)
+    return tuple(found.values())
+
+
+MODELS: tuple[ModelDeclaration, ...] = discover()
 BY_NAME: dict[str, ModelDeclaration] = {m.name: m for m in MODELS}
 
 

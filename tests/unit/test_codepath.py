@@ -81,6 +81,18 @@ def test_every_declared_model_has_a_gpu_smoke_code_path_or_says_why_not():
     assert {m.name for m in MODELS} == {*CODE_PATHS, *SAME_AS, *NOT_SMOKED}
 
 
+def test_the_gpu_smoke_finds_the_models_the_registry_finds():
+    """Both find declarations without a hand-written list; the smoke only reads the source."""
+    import importlib
+
+    from bench.gpu_smoke import declared_models
+    from deployments.registry import MODELS
+
+    found = [getattr(importlib.import_module(module), name).name
+             for module, name in declared_models()]
+    assert found == [m.name for m in MODELS] and "ChatLLM" in found
+
+
 def test_gpu_smoke_runs_without_ray_and_reports_one_line_per_model():
     """The GPU machine has no Ray: the smoke must import none (here Ray is made unimportable)."""
     import subprocess
