@@ -24,11 +24,10 @@ from tests.speechkit import espeak_wav, normalize
 sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
-QUESTION = "When does the train to the city leave tonight?"
-# Long enough to still be streaming when the test presses again: a story from the embedded
-# LLM; "[fake:slow]" makes a fake LLM (tests/fakes/llm_server.py) stream slowly.
-LONG_ANSWER = ("[fake:slow] You are a storyteller. "
-               "Answer with a long story of many short sentences.")
+QUESTION = "Tell me a long story about a dragon and a princess."
+"""Asks for an answer long enough to still be streaming when the test presses again (a short
+factual question got the embedded SmolLM2's whole reply out before the first sentence played)."""
+LONG_ANSWER = "You are a storyteller. Answer with a long story of many short sentences."
 FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -97,7 +96,7 @@ def test_a_spoken_question_is_answered_aloud_and_a_second_press_interrupts(
     page.locator("#app[data-playback=playing]").wait_for(timeout=TIMEOUT_MS)
     first = page.locator(".turn").nth(0)
     heard = set(normalize(first.locator(".transcript").inner_text()))
-    assert {"train", "city"} <= heard, heard
+    assert {"dragon", "princess"} <= heard, heard
     assert first.locator(".reply").inner_text().strip()
     time.sleep(0.5)  # within the first sentence, even a short one
 
