@@ -12,11 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-from deployments.settings import Settings, SpeechSettings
-from graphs.gateway import build_http_app
-from graphs.failover import TTSCalls
-from graphs.routing import RoutingState
-from graphs.services import Services
+from tests.edgekit import model_free_gateway
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
@@ -30,9 +26,7 @@ def free_port() -> int:
 
 @pytest.fixture()
 def base_url():
-    services = Services(handles={}, unavailable={}, tasks={},
-                        tts=TTSCalls(SpeechSettings(), RoutingState()))
-    app = build_http_app(services, Settings(auth={"token": "s3cret"}), None, {})
+    app = model_free_gateway("s3cret")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

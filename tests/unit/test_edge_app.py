@@ -10,20 +10,15 @@ from fastapi.testclient import TestClient
 from ray.serve.exceptions import BackPressureError
 from starlette.responses import PlainTextResponse
 
-from deployments.settings import Settings, SpeechSettings
-from graphs.gateway import build_http_app
-from graphs.failover import TTSCalls
-from graphs.routing import RoutingState
-from graphs.services import Services
+from deployments.settings import Settings
+from tests.edgekit import model_free_gateway
 
 TOKEN = "s3cret"
 
 
 @pytest.fixture()
 def app():
-    services = Services(handles={}, unavailable={"Embedder": "disabled"}, tasks={},
-                        tts=TTSCalls(SpeechSettings(), RoutingState()))
-    return build_http_app(services, Settings(auth={"token": TOKEN}), None, {})
+    return model_free_gateway(TOKEN, unavailable={"Embedder": "disabled"})
 
 
 @pytest.fixture()

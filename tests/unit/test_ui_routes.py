@@ -8,12 +8,8 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from deployments.settings import Settings, SpeechSettings
-from graphs.failover import TTSCalls
-from graphs.gateway import build_http_app
 from graphs.routes import ui
-from graphs.routing import RoutingState
-from graphs.services import Services
+from tests.edgekit import model_free_gateway
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -22,9 +18,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     """The real gateway app (its token rule included), with no model behind it."""
-    services = Services(handles={}, unavailable={}, tasks={},
-                        tts=TTSCalls(SpeechSettings(), RoutingState()))
-    app = build_http_app(services, Settings(auth={"token": TOKEN}), None, {})
+    app = model_free_gateway(TOKEN)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
