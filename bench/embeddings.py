@@ -1,9 +1,16 @@
-"""/v1/embeddings served vs the same engine in-process, and the dynamic-batching gain.
+"""/v1/embeddings served against the best the same engine does in one process, and the
+gateway's own overhead (issue 14's targets).
 
-    python -m bench.embeddings [--requests 256]
+    python -m bench.embeddings [--requests 256] [--rounds 2]
 
-Starts its own Titan + Panda sandbox cluster (cluster.sandbox), so it needs no
-running cluster and leaves none behind.
+In-process: ``EmbeddingEngine.embed`` of one sentence (p50), and of the same
+sentences 32 at a time (``encode(batch_size=32)``: the engine's physical limit).
+Served: one sentence per request over HTTP to Titan's Gateway (direct ingress),
+alone and 32 at a time; ``GET /health``; an authenticated round trip with one
+handle hop to a trivial method (``POST /v1/voice/cancel`` of an unknown turn: the
+VoiceGraph looks it up and answers 404). Then the Embedder's batch wait is set
+back to 5 ms, to show the measurement behind ``batch_wait_timeout_s: 0``.
+Starts its own Titan + Panda sandbox cluster and leaves none behind.
 """
 
 from __future__ import annotations
@@ -11,116 +18,138 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import statistics
+import time
 
-import httpx
+import aiohttp
 
-from bench.report import Run, header, measure, publish, run_threads
+from bench.report import Run, header, measure, publish
 from cluster import sandbox
 from deployments.embedding import EmbeddingEngine
 from deployments.settings import EmbeddingSettings
 
-CONCURRENCY = (1, 8, 32)
 TOKEN = "bench-token"
+BATCH = 32
+TARGET_THROUGHPUT = 0.5
+TARGET_SINGLE_MS = 5.0
+TARGET_HEALTH_MS = 2.0
+TARGET_HOP_MS = 5.0
 
 
 def sentence(i: int) -> str:
     return f"Reminder number {i}: call the dentist about the appointment on day {i % 28 + 1}."
 
 
-def in_process(n: int) -> dict[int, Run]:
+def in_process(n: int) -> tuple[float, float]:
+    """(p50 ms of one sentence, sentences/s embedded 32 at a time), default threads."""
     engine = EmbeddingEngine(EmbeddingSettings(), profile="cpu")
     engine.load()
-    engine.embed([sentence(0)])  # warm-up
-    return {c: run_threads(lambda i: engine.embed([sentence(i)]), n, c) for c in CONCURRENCY}
+    engine.embed([sentence(i) for i in range(BATCH)])  # warm-up
+    single = []
+    for i in range(n):
+        t = time.perf_counter()
+        engine.embed([sentence(i)])
+        single.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    for start in range(0, n, BATCH):
+        engine.embed([sentence(i) for i in range(start, min(n, start + BATCH))])
+    return statistics.median(single) * 1e3, n / (time.perf_counter() - t)
 
 
-def served(box: sandbox.Sandbox, n: int, concurrency: tuple[int, ...]) -> dict[int, Run]:
-    async def load() -> dict[int, Run]:
-        async with httpx.AsyncClient(
-            base_url=box.base_url, headers=box.headers(), timeout=120,
-            limits=httpx.Limits(max_connections=64),
-        ) as client:
+async def served(base_url: str, n: int) -> dict[str, Run]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(base_url, headers=headers) as http:
 
-            async def call(i: int) -> None:
-                r = await client.post("/v1/embeddings", json={"input": sentence(i)})
-                r.raise_for_status()
+        async def get_ok(path: str) -> None:
+            async with http.get(path) as r:
+                await r.read()
+                assert r.status == 200, r.status
 
-            out = {}
-            for c in concurrency:
-                await measure(call, 16, c)  # warm-up
-                out[c] = await measure(call, n, c)
-            return out
+        async def embed(i: int) -> None:
+            async with http.post("/v1/embeddings", json={"input": sentence(i)}) as r:
+                await r.read()
+                assert r.status == 200, r.status
 
-    return asyncio.run(load())
+        async def hop(i: int) -> None:
+            async with http.post("/v1/voice/cancel", json={"turn_id": f"bench-{i}"}) as r:
+                await r.read()
+                assert r.status == 404, r.status
 
-
-def via_handle(n: int, concurrency: int) -> Run:
-    """Driver -> Embedder through a DeploymentHandle: batching without HTTP in the way."""
-    from ray import serve
-
-    handle = serve.get_deployment_handle("Embedder", app_name="assistant")
-
-    async def load() -> Run:
-        async def call(i: int) -> None:
-            await handle.embed.remote([sentence(i)])
-
-        await measure(call, 16, concurrency)  # warm-up
-        return await measure(call, n, concurrency)
-
-    return asyncio.run(load())
+        runs = {}
+        for name, call, concurrency in (
+            ("health", lambda i: get_ok("/health"), 1),
+            ("hop", hop, 1),
+            ("single", embed, 1),
+            ("c32", embed, BATCH),
+        ):
+            await measure(call, 32, concurrency)  # warm-up
+            runs[name] = await measure(call, n, concurrency)
+        return runs
 
 
-def with_batch_size(args: dict, size: int) -> dict:
+def with_batch_wait(args: dict, wait_s: float) -> dict:
     args = copy.deepcopy(args)
-    args["deployments"]["Embedder"].setdefault("user_config", {})["max_batch_size"] = size
+    args["deployments"]["Embedder"].setdefault("user_config", {})["batch_wait_timeout_s"] = wait_s
     return args
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=256)
-    n = parser.parse_args().requests
+    parser.add_argument("--rounds", type=int, default=2)
+    a = parser.parse_args()
+    n = a.requests
 
-    local = in_process(n)
+    local = [in_process(n) for _ in range(a.rounds)]
     box = sandbox.start(TOKEN)
     try:
-        batched = served(box, n, CONCURRENCY)
-        handle_batched = via_handle(n, 32)
-        box.deploy(with_batch_size(sandbox.serve_args(), 1))
-        unbatched = served(box, n, (32,))
-        handle_unbatched = via_handle(n, 32)
+        rounds = [asyncio.run(served(box.base_url, n)) for _ in range(a.rounds)]
+        waited_s = float(sandbox.serve_args()["deployments"]["Embedder"]["user_config"]
+                         ["batch_wait_timeout_s"])
+        box.deploy(with_batch_wait(sandbox.serve_args(), 0.005))
+        waited = asyncio.run(served(box.base_url, n))
     finally:
         box.stop()
 
     lines = [
-        "## Embeddings (`/v1/embeddings`, all-MiniLM-L6-v2 on CPU)",
+        "## Embeddings and the gateway's overhead (`/v1/embeddings`, all-MiniLM-L6-v2 on CPU)",
         "",
-        header(f"python -m bench.embeddings --requests {n}"),
-        f"One sentence per request, {n} requests per row. Served = HTTP -> Serve proxy -> "
-        "Gateway -> Embedder on the local two-node cluster (titan + panda on one machine). "
-        "In-process = `EmbeddingEngine.embed` called from threads, no batching.",
+        header(f"python -m bench.embeddings --requests {n} --rounds {a.rounds}"),
+        f"{n} requests per row, one sentence each. Served = HTTP straight to Titan's Gateway "
+        "(Serve's direct ingress, throughput-optimized mode) -> Embedder, on the local two-node "
+        "cluster with the whole `serve_config.yaml` deployed; the load generator (aiohttp) "
+        "shares the 2 cores. In-process = `EmbeddingEngine.embed` in one process with "
+        "torch's default threads: one sentence at a time, and the same sentences 32 at a time "
+        "(the engine's best). The Embedder replica computes on 1 thread (its `num_cpus`).",
         "",
-        "| path, concurrency | p50 ms | p95 ms | req/s |",
-        "|---|---|---|---|",
+        "| round | in-process 1 sentence p50 | served 1 sentence p50 | served - in-process "
+        f"(target <= {TARGET_SINGLE_MS:g} ms) | in-process batched 32 | served at concurrency 32 "
+        f"| served / in-process batched (target >= {TARGET_THROUGHPUT}x) | `GET /health` p50 "
+        f"(target <= {TARGET_HEALTH_MS:g} ms) | auth + one handle hop p50 (target <= "
+        f"{TARGET_HOP_MS:g} ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for c in CONCURRENCY:
-        lines.append(local[c].row(f"in-process, {c}"))
-        lines.append(batched[c].row(f"served (batched), {c}"))
-    lines.append(unbatched[32].row("served, batching off (max_batch_size 1), 32"))
-    lines.append(handle_batched.row("handle -> Embedder (batched), 32"))
-    lines.append(handle_unbatched.row("handle -> Embedder, batching off, 32"))
-    lines += ["", "Ratios from this run:", ""]
-    for c in CONCURRENCY:
+    for i, ((single_ms, batched), run) in enumerate(zip(local, rounds), 1):
         lines.append(
-            f"- concurrency {c}: served p50 / in-process p50 = "
-            f"{batched[c].pct(50) / local[c].pct(50):.2f}x; served throughput / in-process = "
-            f"{batched[c].throughput / local[c].throughput:.2f}x"
+            f"| {i} | {single_ms:.1f} ms | {run['single'].pct(50) * 1e3:.1f} ms "
+            f"| {run['single'].pct(50) * 1e3 - single_ms:+.1f} ms | {batched:.0f}/s "
+            f"| {run['c32'].throughput:.0f}/s | {run['c32'].throughput / batched:.2f}x "
+            f"| {run['health'].pct(50) * 1e3:.2f} ms | {run['hop'].pct(50) * 1e3:.2f} ms |"
         )
-    lines.append(
-        f"- dynamic batching gain at concurrency 32: {batched[32].throughput / unbatched[32].throughput:.2f}x "
-        f"throughput over HTTP; {handle_batched.throughput / handle_unbatched.throughput:.2f}x "
-        "through a handle (no proxy or gateway in the way)"
-    )
+    last = rounds[-1]
+    lines += [
+        "",
+        f"Batch wait, measured (same cluster, Embedder redeployed with "
+        f"`batch_wait_timeout_s: 0.005`, then compared with the last round at "
+        f"{waited_s:g} s):",
+        "",
+        "| Embedder batch wait | 1 sentence p50 | concurrency 32 p50 | concurrency 32 throughput |",
+        "|---|---|---|---|",
+        f"| {waited_s * 1e3:g} ms (serve_config.yaml) | {last['single'].pct(50) * 1e3:.1f} ms "
+        f"| {last['c32'].pct(50) * 1e3:.1f} ms | {last['c32'].throughput:.0f}/s |",
+        f"| 5 ms | {waited['single'].pct(50) * 1e3:.1f} ms | {waited['c32'].pct(50) * 1e3:.1f} ms "
+        f"| {waited['c32'].throughput:.0f}/s |",
+    ]
     publish("embeddings", lines)
 
 

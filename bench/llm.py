@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import statistics
 import time
 
 import openai
 
-from bench.report import header, publish
+from bench.report import header, publish, replica_threads
 from cluster import sandbox
 from deployments.llm import ChatEngine, ChatRequest
 from deployments.settings import LLMSettings
@@ -33,7 +32,7 @@ PROMPT = [{"role": "system", "content": "You are a helpful assistant."},
 
 def chat_threads() -> int:
     """The torch threads a ChatLLM replica gets: its num_cpus in serve_config.yaml, rounded up."""
-    return max(1, math.ceil(sandbox.serve_args()["deployments"]["ChatLLM"]["num_cpus"]))
+    return replica_threads("ChatLLM")
 
 
 class Sample:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import multiprocessing
 import os
 import platform
 import re
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -66,6 +68,31 @@ async def measure(call: Callable[[int], Awaitable[object]], n: int, concurrency:
     start = time.perf_counter()
     await asyncio.gather(*(timed(i) for i in range(n)))
     return Run(lat, time.perf_counter() - start)
+
+
+def replica_threads(deployment: str) -> int:
+    """The compute threads a replica of ``deployment`` gets: its num_cpus in serve_config.yaml,
+    rounded up (``deployments.runtime.cpu_threads``)."""
+    from cluster import sandbox
+
+    return max(1, math.ceil(sandbox.serve_args()["deployments"][deployment]["num_cpus"]))
+
+
+@contextmanager
+def thread_budget(deployment: str):
+    """Engines loaded inside compute with ``deployment``'s replica budget: the in-process
+    side of a served/in-process ratio uses the same threads as the replica."""
+    from deployments.runtime import CPU_THREADS_ENV
+
+    before = os.environ.get(CPU_THREADS_ENV)
+    os.environ[CPU_THREADS_ENV] = str(replica_threads(deployment))
+    try:
+        yield int(os.environ[CPU_THREADS_ENV])
+    finally:
+        if before is None:
+            os.environ.pop(CPU_THREADS_ENV)
+        else:
+            os.environ[CPU_THREADS_ENV] = before
 
 
 def machine() -> str:

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.report import header, publish  # noqa: E402
+from bench.report import header, publish, thread_budget  # noqa: E402
 from cluster import sandbox  # noqa: E402
 from deployments import audio  # noqa: E402
 from deployments.text import tts_sentences  # noqa: E402
@@ -65,7 +65,8 @@ def in_process(runs: int, wav: bytes) -> list[tuple]:
     s = Settings()
     rows = []
     whisper = WhisperEngine(s.speech.whisper, "cpu", data_dir=Path(tempfile.mkdtemp()))
-    whisper.load()
+    with thread_budget("WhisperSTT"):
+        whisper.load()
     whisper.transcribe(whisper.decode(wav))  # warm-up
     times = []
     for _ in range(runs):
@@ -84,7 +85,8 @@ def in_process(runs: int, wav: bytes) -> list[tuple]:
                  summary(times), "-", rtf(times, [SILENCE_SECONDS] * runs)))
     engines = {"kokoro": KokoroEngine(s.speech.kokoro, "cpu"), "piper": PiperEngine(s.speech.piper_voice)}
     for name, engine in engines.items():
-        engine.load()
+        with thread_budget(TTS_MODELS[name][0]):
+            engine.load()
         engine.synthesize("Warm up.")
         first, total, lengths = [], [], []
         for _ in range(runs):
@@ -137,6 +139,21 @@ def served(runs: int, wav: bytes, url: str, token: str) -> list[tuple]:
     return rows
 
 
+def ratios(rows: list[tuple]) -> list[str]:
+    """Served over in-process: STT latency (target 1.05), TTS first sentence (target 1.1)."""
+    def ms(cell: str) -> float:
+        return float(cell.split(" ms")[0])
+
+    by = {(what, path.split(" ")[0]): (latency, first) for what, path, latency, first, _ in rows}
+    out = []
+    for what, column, target in (("STT whisper base, 5 s clip", 0, 1.05),
+                                 *((f"TTS {m}, 3 sentences", 1, 1.1) for m in TTS_MODELS)):
+        served, local = ms(by[(what, "served")][column]), ms(by[(what, "in-process")][column])
+        label = "latency" if column == 0 else "time to first audio (first sentence)"
+        out.append(f"- {what}, {label}: {served / local:.2f}x (target <= {target})")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
@@ -168,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         "| what | path | latency | time to first audio | RTF |",
         "|---|---|---|---|---|",
         *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        "Both sides compute with the replica's thread budget (its `num_cpus` in "
+        "serve_config.yaml: 1 thread for Whisper, Kokoro and Piper; the in-process engines "
+        "are loaded with `SERVE_CPU_THREADS` set to it). Ratios from this run (medians):",
+        "",
+        *ratios(rows),
     ]
     publish("speech", lines)
     return 0

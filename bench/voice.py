@@ -8,10 +8,10 @@ that sentence at 16 kHz. In-process runs the same three engines back to back in
 this process; served is the time until the first audio frame of
 ``POST /v1/voice/turn`` arrives.
 
-Thread budget, matched on both sides: the LLM generates on ChatLLM's
-``num_cpus`` torch threads (serve_config.yaml; the replica derives its threads
-from the CPUs Ray assigned it, in-process sets the same number); Whisper and
-Piper run with their libraries' default threads on both sides. Both sides
+Thread budget, matched on both sides: every engine computes on its replica's
+``num_cpus`` threads (serve_config.yaml; a replica derives its threads from
+the CPUs Ray assigned it, the in-process engines are loaded with the same
+number, ``bench.report.thread_budget``). Both sides
 decode greedily (temperature 0) with the voice graph's system prompt, so the
 LLM writes the same first sentence. The served cluster runs only what a turn
 needs (Gateway, WhisperSTT, ChatLLM, PiperTTS, VoiceGraph).
@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from bench.llm import chat_threads
-from bench.report import header, publish
+from bench.report import header, publish, thread_budget
 from bench.speech import five_second_clip
 from cluster import sandbox
 from deployments.llm import ChatEngine, ChatRequest
@@ -48,9 +48,11 @@ TURN_DEPLOYMENTS = ("Gateway", "WhisperSTT", "ChatLLM", "PiperTTS", "VoiceGraph"
 def in_process(runs: int, wav: bytes, threads: int) -> list[float]:
     s = Settings()
     whisper = WhisperEngine(s.speech.whisper, "cpu", data_dir=Path(tempfile.mkdtemp()))
-    whisper.load()
     piper = PiperEngine(s.speech.piper_voice)
-    piper.load()
+    with thread_budget("WhisperSTT"):
+        whisper.load()
+    with thread_budget("PiperTTS"):
+        piper.load()
     llm = ChatEngine(LLMSettings(threads=threads), "cpu")
     llm.load()
 
@@ -117,8 +119,9 @@ def main() -> None:
         header(f"python -m bench.voice --runs {runs}"),
         "A 5 s espeak-ng question at 16 kHz; Whisper base (faster-whisper int8, CPU); the embedded "
         f"SmolLM2-135M (greedy, {threads} torch thread(s) on both sides: ChatLLM's num_cpus) up to "
-        "its first sentence; Piper speaks that sentence at 16 kHz. Whisper and Piper use their "
-        f"default threads on both sides. Median of {runs} after a warm-up.",
+        "its first sentence; Piper speaks that sentence at 16 kHz. Whisper and Piper compute on "
+        "their replicas' num_cpus threads on both sides too (1 each). The served path is HTTP "
+        f"straight to titan's Gateway (direct ingress). Median of {runs} after a warm-up.",
         "",
         "| path | time to first audio |",
         "|---|---|",
@@ -126,7 +129,7 @@ def main() -> None:
         f"| served (`POST /v1/voice/turn` until the first audio frame) | {ms(remote)} |",
         "",
         f"Served / in-process: {statistics.median(remote) / statistics.median(local):.2f}x. "
-        "No GPU was lent to this work, so there are no GPU figures.",
+        "(target <= 1.15). No GPU was lent to this work, so there are no GPU figures.",
     ]
     publish("voice", lines)
 

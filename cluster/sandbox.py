@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from cluster.local import HEALTH_ENV
+from cluster.local import HEALTH_ENV, SERVE_ENV
 from topology.nodes import load_nodes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,11 +72,29 @@ def serve_args(config: Path = REPO / "serve_config.yaml", app: str = "assistant"
     return serve_app(config, app)["args"]
 
 
+def gateway_urls(app: str = "assistant") -> dict[str, str]:
+    """Node id -> the loopback URL on which that node's Gateway replica answers HTTP itself
+    (direct ingress: Serve's target groups name each ingress replica's port)."""
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    replicas = details["applications"][app]["deployments"]["Gateway"]["replicas"]
+    node_of = {r["replica_id"]: r["node_id"] for r in replicas}
+    return {
+        node_of[target["name"].rsplit("#", 1)[-1]]: f"http://127.0.0.1:{target['port']}"
+        for group in details.get("target_groups", [])
+        if group["protocol"] == "HTTP" and group.get("ingress_deployment_name") == "Gateway"
+        for target in group["targets"]
+        if target["name"].rsplit("#", 1)[-1] in node_of
+    }
+
+
 @dataclass
 class Sandbox:
     cluster: object  # ray.cluster_utils.Cluster
     nodes: dict  # host label -> ray._private.node.Node
     base_url: str
+    """Titan's Gateway, straight (direct ingress, as the phone daemon reaches its node's)."""
     token: str
     ray_tmpdir: Path
     metrics_ports: dict[str, int] = field(default_factory=dict)
@@ -85,6 +103,8 @@ class Sandbox:
     """How each worker node was started, so a killed one can come back the same."""
     cores: dict[str, list[int]] = field(default_factory=dict)
     """Host label -> the CPU cores its processes are pinned to (empty: not pinned)."""
+    proxy_url: str = ""
+    """Serve's HTTP proxy on the head: the fallback path through a handle to a Gateway."""
 
     def kill(self, host: str) -> None:
         """Hard-kill a worker node: SIGKILL to its raylet and workers, like a power cut."""
@@ -110,6 +130,13 @@ class Sandbox:
         serve.run(build_app(args), name="assistant", route_prefix="/", blocking=False,
                   logging_config=serve_app().get("logging_config"))
         self.wait_running()
+        self.base_url = self.gateway_url("titan")
+
+    def gateway_url(self, host: str) -> str:
+        """The URL on which ``host``'s Gateway answers HTTP itself; the proxy's where direct
+        ingress is off."""
+        node = self.nodes.get(host)
+        return gateway_urls().get(node.node_id, self.proxy_url) if node else self.proxy_url
 
     def wait_running(self, timeout_s: float = 900) -> None:
         from ray import serve
@@ -118,7 +145,7 @@ class Sandbox:
         while time.monotonic() < deadline:
             status = serve.status().applications.get("assistant")
             if status and status.status == "RUNNING":
-                if httpx.get(f"{self.base_url}/health", timeout=10).status_code == 200:
+                if httpx.get(f"{self.proxy_url}/health", timeout=10).status_code == 200:
                     return
             if status and status.status == "DEPLOY_FAILED":
                 raise RuntimeError(f"app failed to deploy: {status.message}")
@@ -143,6 +170,7 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8,
     """
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="her-serve-ray-")
     os.environ.update(HEALTH_ENV)
+    os.environ.update(SERVE_ENV)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["SERVE_AUTH__TOKEN"] = token
     import ray
@@ -187,6 +215,7 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8,
         {"titan": head_ports["metrics_export_port"], "panda": panda_ports["metrics_export_port"]},
         {"panda": panda_args},
         cores,
+        proxy_url=f"http://127.0.0.1:{port}",
     )
     box.deploy(serve_args() if args is None else args)
     return box

@@ -18,6 +18,10 @@ fi
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN
 # Notice a dead node in ~1.5 s instead of ~30 s (TTS failover depends on it).
 export RAY_health_check_period_ms=500 RAY_health_check_timeout_ms=1000 RAY_health_check_failure_threshold=3
+# Serve's throughput-optimized mode: this node's Gateway answers HTTP itself on :30000
+# (direct ingress; the proxy on :8000 stays on Titan as a fallback), gRPC between
+# replicas, buffered request logs (docs/performance.md).
+export RAY_SERVE_THROUGHPUT_OPTIMIZED=${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1}
 if [ "$node" = titan ]; then
   # GCS fault tolerance: the head keeps cluster state in the Redis already on Titan,
   # so a restarted head picks up the running cluster instead of starting a new one.

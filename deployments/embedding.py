@@ -20,6 +20,8 @@ from deployments.runtime import ModelReplica
 from deployments.settings import DEFAULT_MODEL_CACHE, EmbeddingSettings, Settings
 
 ENCODE_CHUNK = 64  # texts per forward pass; bounds activation memory
+EmbedRequest = tuple[list[str], bool, "int | None"]
+"""One caller's texts, whether they are queries, and the dimensions asked for."""
 
 
 class EmbeddingBackend(Protocol):
@@ -208,6 +210,23 @@ class Embedder(ModelReplica):
     ) -> Embeddings:
         self.engine.check_dimensions(dimensions)
         return await self._embed_batch((texts, is_query, dimensions))
+
+    async def embed_many(self, requests: list[EmbedRequest]) -> list[Embeddings | ValueError]:
+        """Several callers' requests in one call (``graphs.embed_calls`` merges them).
+
+        Each joins this replica's batch like a call of its own; one this model
+        refuses (its ``dimensions``) gets its ValueError back in its place and
+        fails alone.
+        """
+
+        async def one(request: EmbedRequest) -> Embeddings | ValueError:
+            try:
+                self.engine.check_dimensions(request[2])
+            except ValueError as exc:
+                return exc
+            return await self._embed_batch(request)
+
+        return list(await asyncio.gather(*map(one, requests)))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _embed_batch(self, requests: list[tuple]) -> list[Embeddings]:

@@ -8,10 +8,15 @@ audio that reaches a log call is replaced before any handler writes it.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import re
+import threading
+import time
 
 REDACTED = "[REDACTED]"
 SERVE_LOGGER = "ray.serve"
+FLUSH_EVERY_S = 1.0
+"""How stale a buffered request log may get (``RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE``)."""
 
 # "Authorization: Bearer abc", "x-internal-token=abc", "'token': 'abc'", "Bearer abc".
 _SECRET = re.compile(
@@ -70,9 +75,36 @@ def install_redaction(logger_name: str = SERVE_LOGGER) -> None:
 
     On the logger for its own calls, on the handlers for child loggers'
     records that propagate to them. Call it in every replica's ``__init__``:
-    Serve sets up the handlers before user code runs.
+    Serve sets up the handlers before user code runs. Also starts the flusher
+    of Serve's buffered request log.
     """
     logger = logging.getLogger(logger_name)
     for target in (logger, *logger.handlers):
         if _FILTER not in target.filters:
             target.addFilter(_FILTER)
+    _start_flusher(logger)
+
+
+_flusher: threading.Thread | None = None
+
+
+def _start_flusher(logger: logging.Logger) -> None:
+    """Flush Serve's buffered log handlers every second (one thread per process).
+
+    In throughput-optimized mode Serve buffers request-path log lines in a
+    ``MemoryHandler`` and writes them only when 1000 are waiting or an ERROR
+    comes: on a quiet replica a request's lines could wait for hours.
+    """
+    global _flusher
+    buffers = [h for h in logger.handlers if isinstance(h, logging.handlers.MemoryHandler)]
+    if not buffers or _flusher is not None:
+        return
+
+    def flush_forever() -> None:
+        while True:
+            time.sleep(FLUSH_EVERY_S)
+            for handler in buffers:
+                handler.flush()
+
+    _flusher = threading.Thread(target=flush_forever, name="log-flusher", daemon=True)
+    _flusher.start()

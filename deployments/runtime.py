@@ -69,15 +69,22 @@ def cap_gpu_memory(gpu_memory_gb: float) -> float | None:
     return fraction
 
 
+CPU_THREADS_ENV = "SERVE_CPU_THREADS"
+"""Overrides every engine's thread budget; benchmarks set it on their in-process side to
+the replica's ``num_cpus``, so both sides compute with the same threads."""
+
+
 def cpu_threads(configured: int = 0) -> int:
-    """Compute threads for an engine (torch, onnxruntime): the setting, else the CPUs Ray gave
-    this replica, else the machine's.
+    """Compute threads for an engine (torch, onnxruntime, CTranslate2): the setting, else
+    ``$SERVE_CPU_THREADS``, else the CPUs Ray gave this replica, else the machine's.
 
     Matching the replica's ``num_cpus`` keeps its model from taking the cores
-    Ray has promised to the other replicas (and the proxy) on the node.
+    Ray has promised to the other replicas (and the gateway) on the node.
     """
     if configured > 0:
         return configured
+    if os.environ.get(CPU_THREADS_ENV, "").isdigit() and int(os.environ[CPU_THREADS_ENV]) > 0:
+        return int(os.environ[CPU_THREADS_ENV])
     try:
         import ray
 

@@ -24,7 +24,7 @@ from deployments import audio
 from deployments.declaration import AVAILABLE, Availability, ModelDeclaration, Weights
 from deployments.profile import resolve_profile
 from deployments.results import EngineInfo, Segment, Transcription, Word
-from deployments.runtime import ModelReplica
+from deployments.runtime import ModelReplica, cpu_threads
 from deployments.settings import DEFAULT_DATA_DIR, DEFAULT_MODEL_CACHE, Settings, WhisperSettings
 
 WHISPER_RATE = 16_000
@@ -132,7 +132,9 @@ class FasterWhisperBackend:
         self.model_id = model_id
         self.device = "cpu"
         self.beam_size = beam_size
-        self.model = WhisperModel(str(path), device="cpu", compute_type="int8")
+        # CTranslate2 would take 4 threads; keep to the replica's num_cpus.
+        self.model = WhisperModel(str(path), device="cpu", compute_type="int8",
+                                  cpu_threads=cpu_threads())
 
     def transcribe(self, samples, language, prompt, temperature, words):
         segments, info = self.model.transcribe(

@@ -419,28 +419,37 @@ class RouteTimeout:
         return next((s for prefix, s in self.per_prefix if path.startswith(prefix)), self.default_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One timer per request, no extra tasks: on expiry the request's own task is cancelled."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = asyncio.Event()
+        started = timed_out = False
+        task = asyncio.current_task()
+
+        def expire() -> None:
+            nonlocal timed_out
+            if not started:
+                timed_out = True
+                task.cancel()
 
         async def send_marking(message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                started.set()
+                started = True
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, send_marking))
-        waiter = asyncio.ensure_future(started.wait())
         deadline = self.deadline(scope["path"])
-        done, _ = await asyncio.wait({task, waiter}, timeout=deadline,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if not done:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        timer = asyncio.get_running_loop().call_later(deadline, expire)
+        try:
+            await self.app(scope, receive, send_marking)
+        except asyncio.CancelledError:
+            if not timed_out:
+                raise
+            task.uncancel()
+        finally:
+            timer.cancel()
+        if timed_out and not started:
             await APIError(
                 504, f"no response within {deadline:g} s", type="timeout",
                 headers={"Retry-After": "1"},
             ).response()(scope, receive, send)
-            return
-        await task

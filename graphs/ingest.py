@@ -14,6 +14,7 @@ inside PostgreSQL's transaction, with the same restore when anything fails.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -32,7 +33,7 @@ from deployments.settings import NerSettings, StoreSettings
 from deployments.stores import DocumentRecord, Mention
 from deployments.stores.postgres import PostgresStore
 from deployments.stores.redis_cache import RedisCache, embed_with_cache
-from graphs.retrieval import RETRIEVAL_USES, elapsed_ms
+from graphs.retrieval import RETRIEVAL_USES, elapsed_ms, timed
 
 log = logging.getLogger("ray.serve")
 
@@ -82,13 +83,13 @@ class IngestGraph:
         if not todo:
             timings["total"] = elapsed_ms(start)
             return result
+        # NER and embedding are independent: both run at once, each timed on its own.
         t = time.perf_counter()
-        result.entities_skipped = await self._extract(todo)
+        (result.entities_skipped, timings["ner"]), (vectors, timings["embed"]) = (
+            await asyncio.gather(timed(self._extract(todo)),
+                                 timed(self._embed([d.text for d in todo]))))
         result.entities = sum(len(d.mentions) for d in todo)
-        timings["ner"] = elapsed_ms(t)
-        t = time.perf_counter()
-        vectors = await self._embed([d.text for d in todo])
-        timings["embed"] = elapsed_ms(t)
+        timings["ner_and_embed"] = elapsed_ms(t)
         t = time.perf_counter()
         await self._write(todo, vectors)
         timings["write"] = elapsed_ms(t)

@@ -32,6 +32,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployments.metrics import LATENCY_BUCKETS_MS
 
+ARRIVED_AT = "arrived_at"
+"""``request.state.arrived_at``: when the gateway got the request (perf_counter), for
+routes that report their whole time next to their stages."""
+
 
 @functools.cache
 def _metrics() -> SimpleNamespace:
@@ -100,6 +104,7 @@ class RouteMetrics:
             return
         labels = {"route": route_label(self.routes, scope), "method": scope["method"]}
         start = time.perf_counter()
+        scope.setdefault("state", {})[ARRIVED_AT] = start  # request.state.arrived_at
         status = 500  # an exception that escapes every handler becomes a 500
 
         async def send_and_record(message: Message) -> None:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from deployments.results import ReplicaInfo
 from deployments.settings import Settings
+from graphs.embed_calls import EmbedCalls
 from graphs.failover import TTSCalls
 from graphs.http import root_cause, scrub, unavailable
 
@@ -30,6 +31,7 @@ class Services:
     """This gateway's TTS traffic: routing state, hedge policies, admission."""
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per model deployment, per host: "available" or why not, as the nodes answered at build."""
+    _embed_calls: dict[str, EmbedCalls] = field(default_factory=dict)
     _info: dict[str, list[ReplicaInfo]] = field(default_factory=dict)
     _info_at: float = 0.0
     _refresh: asyncio.Task | None = None
@@ -39,6 +41,12 @@ class Services:
         if name in self.handles:
             return self.handles[name]
         raise unavailable(name, self.unavailable.get(name, "not part of this application"))
+
+    def embed_calls(self, name: str) -> EmbedCalls:
+        """Calls to the Embedder deployment ``name``, merged across concurrent requests."""
+        if name not in self._embed_calls:
+            self._embed_calls[name] = EmbedCalls(self.get(name))
+        return self._embed_calls[name]
 
     def node_views(self) -> dict[str, dict[str, str]]:
         """``nodes`` with what each replica last said about itself on its own node."""
@@ -81,12 +89,15 @@ class Services:
         self._info, self._info_at = dict(pairs), time.monotonic()
 
 
-def app_services(request: Request) -> Services:
-    """FastAPI dependency: the gateway's Services (set by ``build_http_app``)."""
+async def app_services(request: Request) -> Services:
+    """FastAPI dependency: the gateway's Services (set by ``build_http_app``).
+
+    ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a
+    thread hand-off per request (~1 ms each here, measured in docs/performance.md)."""
     return request.app.state.services
 
 
-def app_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     """FastAPI dependency: the gateway's Settings."""
     return request.app.state.settings
 

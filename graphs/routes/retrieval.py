@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
 
 from api.schemas import IngestRequest, IngestResponse, RetrieveRequest, RetrieveResponse
 from graphs.http import APIError, EdgeRoute, body_limit
 from graphs.ingest import INGEST
-from graphs.retrieval import RETRIEVAL
+from graphs.metrics import ARRIVED_AT
+from graphs.retrieval import RETRIEVAL, elapsed_ms
 from graphs.services import ServicesDep, SettingsDep
 
 RETRIEVE_MAX_BYTES = 64 * 1024
@@ -19,8 +24,12 @@ router = APIRouter(route_class=EdgeRoute, tags=["retrieval"])
 @router.post("/v1/retrieve", response_model=RetrieveResponse,
              openapi_extra=body_limit(RETRIEVE_MAX_BYTES))
 async def retrieve(
-    body: RetrieveRequest, services: ServicesDep, settings: SettingsDep
-) -> RetrieveResponse:
+    body: RetrieveRequest, request: Request, services: ServicesDep, settings: SettingsDep
+) -> Response:
+    """Ranked, graph-expanded context. ``timings_ms`` accounts for the request's time in the
+    gateway: each stage (embed, vector, graph), the RetrievalGraph's whole call
+    (``retrieval``), the hop to it and back (``hop``) and ``total``, from the request's
+    arrival to its answer."""
     known_labels = {label.lower() for label in settings.ner.labels}
     unknown = sorted({label for label in body.labels or [] if label.lower() not in known_labels})
     if unknown:
@@ -28,10 +37,14 @@ async def retrieve(
             422, f"unknown entity labels {unknown}; known: {sorted(known_labels)}",
             param="labels",
         )
+    start = time.perf_counter()
     result = await services.get(RETRIEVAL.name).retrieve.remote(
         body.query, body.k, body.hops, body.labels
     )
-    return RetrieveResponse.model_validate(result, from_attributes=True)
+    result.timings_ms["hop"] = round(elapsed_ms(start) - result.timings_ms["retrieval"], 3)
+    response = RetrieveResponse.model_validate(result, from_attributes=True)
+    response.timings_ms["total"] = elapsed_ms(getattr(request.state, ARRIVED_AT, start))
+    return Response(response.model_dump_json(), media_type="application/json")
 
 
 @router.post("/v1/ingest", response_model=IngestResponse,

@@ -112,7 +112,7 @@ def served_headers(engine: str, stream: SpeechStream) -> dict[str, str]:
             "X-TTS-Resumed": str(stream.resumed)}
 
 
-def speech_settings(settings: SettingsDep) -> SpeechSettings:
+async def speech_settings(settings: SettingsDep) -> SpeechSettings:
     return settings.speech
 
 

@@ -71,7 +71,10 @@ def test_retrieve_top10_equals_exact_baseline(api, baseline_vectors, ingested):
         expected = [ids[j] for j in np.argsort(-(vectors @ q), kind="stable")[:10]]
         assert [h["id"] for h in body["results"]] == expected, query
         assert abs(body["results"][0]["score"] - float(vectors[ids.index(expected[0])] @ q)) < 1e-4
-        assert set(body["timings_ms"]) == {"embed", "vector", "graph", "total"}
+        timings = body["timings_ms"]
+        assert set(timings) == {"embed", "vector", "graph", "retrieval", "hop", "total"}
+        stages = timings["embed"] + timings["vector"] + timings["graph"]
+        assert stages <= timings["retrieval"] <= timings["retrieval"] + timings["hop"] <= timings["total"]
 
 
 def test_reingest_changes_nothing_and_new_documents_are_found(api, ingested):
