@@ -42,6 +42,7 @@ capacity: ## the planner's table for serve_config.yaml on Titan + Panda
 	$(PY) -m cluster.capacity serve_config.yaml --planned
 
 bench: ## benchmarks; results go to docs/BENCHMARKS.md
+	$(PY) -m bench.path_cost
 	$(PY) -m bench.embeddings
 	$(PY) -m bench.speech
 	$(PY) -m bench.retrieval

@@ -214,17 +214,18 @@ class Embedder(ModelReplica):
     async def embed_many(self, requests: list[EmbedRequest]) -> list[Embeddings | ValueError]:
         """Several callers' requests in one call (``graphs.embed_calls`` merges them).
 
-        Each joins this replica's batch like a call of its own; one this model
-        refuses (its ``dimensions``) gets its ValueError back in its place and
-        fails alone.
+        Each joins this replica's batch, and its metrics, like a call of its own; one
+        this model refuses (its ``dimensions``) gets its ValueError back in its place
+        and fails alone.
         """
 
         async def one(request: EmbedRequest) -> Embeddings | ValueError:
             try:
-                self.engine.check_dimensions(request[2])
+                with self.metrics.observe("embed"):  # counted, timed and refused as `embed` is
+                    self.engine.check_dimensions(request[2])
+                    return await self._embed_batch(request)
             except ValueError as exc:
                 return exc
-            return await self._embed_batch(request)
 
         return list(await asyncio.gather(*map(one, requests)))
 

@@ -178,3 +178,31 @@ def test_ten_megabyte_document_is_refused(api):
     r = api.post("/v1/ingest", json={"documents": [{"id": "big", "text": "a" * 10_000_000}]})
     assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
     assert api.post("/v1/retrieve", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+
+
+def test_the_client_and_cli_forget(serve_cluster, stores_holding):
+    """HerClient.forget and `her-serve forget` against the real stores (issue 12)."""
+    from typer.testing import CliRunner
+
+    from clients import HerClient
+    from clients.cli import app
+
+    docs = [{"id": f"client-forget-{i}", "text": text} for i, text in enumerate([
+        "The beekeeper moved the hives to the clover field in June.",
+        "Honey from the clover field was bottled by the beekeeper.",
+        "A swarm of bees left the beekeeper's oldest hive at dawn.",
+    ])]
+    with HerClient([serve_cluster.base_url], serve_cluster.token) as client:
+        client.ingest(docs)
+        hits = {h["id"] for h in client.retrieve("beekeeper hives clover honey bees")["results"]}
+        assert {d["id"] for d in docs} <= hits
+        one = client.forget(docs[0]["id"])
+        assert [(d.id, d.deleted) for d in one] == [(docs[0]["id"], True)]
+        several = client.forget([docs[1]["id"], docs[0]["id"]])
+        assert [(d.id, d.deleted) for d in several] == [(docs[1]["id"], True), (docs[0]["id"], False)]
+        result = CliRunner().invoke(app, ["--url", serve_cluster.base_url, "--token",
+                                          serve_cluster.token, "forget", docs[2]["id"]])
+        assert result.exit_code == 0, result.output
+        hits = {h["id"] for h in client.retrieve("beekeeper hives clover honey bees")["results"]}
+    assert not {d["id"] for d in docs} & hits
+    assert all(stores_holding(d["id"], d["text"]) == set() for d in docs)
