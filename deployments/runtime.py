@@ -127,7 +127,10 @@ class ModelReplica:
                         self.placement.host, self.unavailable)
         else:
             self.engine.load()
-        self.last_ok = float("-inf")  # when the engine last answered; check_health probes after
+        # When the engine last answered; check_health probes HEALTH_PROBE_EVERY_S after. A
+        # model that has just loaded counts: Serve's first check comes while every replica of
+        # the node starts at once, when a probe can take longer than its timeout.
+        self.last_ok = time.monotonic()
         self._probe: asyncio.Task | None = None
 
     def __init_subclass__(cls, **kwargs):

@@ -29,7 +29,15 @@ def test_every_public_method_of_every_replica_runs_through_the_wrapper(model):
 
 @pytest.fixture
 def piper_replica():
-    return replica_class(PIPER)(PIPER.engine, Settings(), "cpu")
+    replica = replica_class(PIPER)(PIPER.engine, Settings(), "cpu")
+    replica.last_ok = float("-inf")  # idle for long: the next check probes the engine
+    return replica
+
+
+def test_a_freshly_loaded_engine_is_not_probed_by_the_first_check():
+    replica = replica_class(PIPER)(PIPER.engine, Settings(), "cpu")
+    replica.engine.backend.voice = None  # a probe would fail now
+    asyncio.run(replica.check_health())  # loading just proved the model
 
 
 def errors_of(replica, monkeypatch) -> list[dict]:
