@@ -44,7 +44,7 @@ HEALTH_ENV = {
 # Serve's throughput-optimized mode (docs/performance.md): each node's Gateway answers HTTP
 # itself (direct ingress, ports from 30000), gRPC between replicas, user code on the
 # replica's own event loop, buffered request logs (flushed every second by deployments.logs).
-SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")}
 
 
 @dataclass(frozen=True)
