@@ -269,3 +269,63 @@ def test_a_large_refused_body_does_not_stall_the_event_loop(app):
     print(f"longest loop stall {longest * 1000:.0f} ms")
     assert sent[0]["status"] == 400
     assert longest < 1.0, f"the loop stalled {longest:.2f} s"
+
+
+def exact_value_count(data: object) -> int:
+    """Values as ``json_shape_error`` counts them: one, plus every container's length."""
+    count, stack = 1, [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, (dict, list)):
+            count += len(value)
+            stack.extend(value.values() if isinstance(value, dict) else value)
+    return count
+
+
+def random_text(rng) -> str:
+    """What the counter must not count: commas, brackets, escaped quotes, backslash runs."""
+    return "".join(rng.choice(['"', "\\", "\\\\", ",", "[", "{", "a", "é", "\\\"", ":"])
+                   for _ in range(rng.randrange(8)))
+
+
+def random_json(rng, depth: int = 0) -> object:
+    kind = rng.choice(["str", "num", "list", "dict"] if depth < 4 else ["str", "num"])
+    if kind == "str":
+        return random_text(rng)
+    if kind == "num":
+        return rng.choice([0, -1.5, 10**12, True, None])
+    items = [random_json(rng, depth + 1) for _ in range(rng.randrange(1, 5))]
+    return items if kind == "list" else {random_text(rng) + str(i): v for i, v in enumerate(items)}
+
+
+def test_json_value_bound_counts_what_the_parser_would_without_parsing():
+    """A large body is counted before it is parsed (issue 12: a million numbers held the
+    gateway's loop); the count must never fall under the real one, or a flood gets in."""
+    import random
+
+    import orjson
+
+    from graphs.http import json_value_bound
+
+    rng = random.Random(12)
+    for _ in range(500):
+        data = random_json(rng)
+        raw = orjson.dumps(data)
+        # no empty containers are generated, so the bound is exact
+        assert json_value_bound(raw) == exact_value_count(data), raw
+    assert json_value_bound(b'{"a": [], "b": {}}') == 5  # one too many per empty container
+
+
+def test_a_flood_of_values_is_refused_before_it_is_parsed(monkeypatch):
+    import orjson
+
+    import graphs.http as http
+
+    parsed, loads = [], orjson.loads
+    monkeypatch.setattr(http.orjson, "loads", lambda raw: parsed.append(raw) or loads(raw))
+    with pytest.raises(http.APIError) as refused:
+        http.strict_json(orjson.dumps({"input": list(range(10**6))}))
+    assert refused.value.status == 400 and "values" in refused.value.error.message
+    assert parsed == []
+    text = {"input": "a, [b], {c}, " * 20_000}  # commas inside a string are not values
+    assert http.strict_json(orjson.dumps(text)) == text and len(parsed) == 1
