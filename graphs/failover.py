@@ -141,11 +141,19 @@ class ServiceMeter:
     def retry_after_s(self, limit_s: float, most_s: int = 10) -> int:
         """When a refused caller should come back: after the excess wait, and late enough
         that the callers refused each second return no faster than they can be served
-        (each refusal still costs the proxy and the gateway CPU)."""
+        (each refusal still costs the gateway CPU).
+
+        Where that is past ``most_s``, the callers are spread evenly over the seconds up
+        to it: told the same ``most_s``, a crowd would come back at one instant, and the
+        last of it would wait for all the others' refusals (issue 12: shed at once).
+        """
         wait, rate = self.wait_s(), self.rate_per_s
-        spread = self.shed() / rate if rate else 1.0
-        excess = 1.0 if math.isinf(wait) else wait - limit_s
-        return int(min(most_s, max(1, math.ceil(max(excess, spread)))))
+        refused = self.shed()
+        spread = refused / rate if rate else 1.0
+        soonest = max(1, min(most_s, math.ceil(1.0 if math.isinf(wait) else wait - limit_s)))
+        if spread <= most_s:
+            return max(soonest, math.ceil(spread))
+        return soonest + int(refused) % (most_s - soonest + 1)
 
 
 class TTSCalls:

@@ -73,7 +73,9 @@ def test_failed_sentences_leave_the_count():
     assert meter.in_flight == 0 and meter.rate_per_s is None
 
 
-def test_many_refusals_a_second_send_callers_back_later_up_to_ten_seconds():
+def test_many_refusals_a_second_send_callers_back_spread_over_ten_seconds():
+    """The first are sent back as late as the service rate needs; once that passes the
+    10 s cap, callers are spread evenly over 1-10 s, so a crowd does not return at once."""
     calls = TTSCalls(SpeechSettings(admission_wait_s=1.0), RoutingState())
     meter = calls.meter("KokoroTTS")
     serve(meter, 3, 0.1)  # about 10 sentences/s
@@ -84,4 +86,7 @@ def test_many_refusals_a_second_send_callers_back_later_up_to_ten_seconds():
         with pytest.raises(APIError) as err:
             calls.admit("KokoroTTS")
         retries.append(int(err.value.headers["Retry-After"]))
-    assert retries[0] == 1 and retries[-1] == 10 and retries == sorted(retries)
+    ramp = retries[:20]  # ten sentences/s: the n-th refusal this second comes back in n/10 s
+    assert ramp[0] == 1 and ramp == sorted(ramp) and max(retries) == 10
+    later = retries[100:]  # every second from 1 to 10 gets a tenth of them
+    assert {n: later.count(n) for n in range(1, 11)} == {n: 10 for n in range(1, 11)}
