@@ -49,9 +49,9 @@ bench: ## benchmarks; results go to docs/BENCHMARKS.md
 	$(PY) -m bench.voice
 	$(PY) -m bench.llm
 
-chaos: ## titan's capacity alone, then panda hard-killed under 70 % of it (ours vs Ray's label fallback), twice; then 200 TTS callers for 60 s (docs/BENCHMARKS.md)
+chaos: ## titan's capacity alone, then panda hard-killed under 70 % of it (ours vs Ray's label fallback), twice; then 200 TTS callers for 60 s, twice (docs/BENCHMARKS.md)
 	$(PY) -m bench.failover --duration 60 --fraction 0.7 --runs 2
-	$(PY) -m bench.overload --clients 200 --duration 60
+	$(PY) -m bench.overload --clients 200 --duration 60 --runs 2
 
 gpu-smoke: ## every declared GPU engine's code path on CUDA, random weights, no Ray (one line each)
 	$(PY) bench/gpu_smoke.py
