@@ -1,13 +1,13 @@
 """Where the served path's CPU goes: CPU milliseconds per request in every process.
 
-    python -m bench.path_cost [--requests 512] [--py-spy DIR]
+    python -m bench.path_cost [--requests 512] [--py-spy DIR] [--py-spy-load "embeddings c1"]
 
 Starts a sandbox cluster with the Gateway and the Embedder only (nothing else
 competing for the 2 cores), then for ``GET /health``, one sentence at a time
 and 32 at a time on ``/v1/embeddings`` reads each process's CPU time (user +
 system, from /proc via psutil) before and after the load and divides by the
 requests. With ``--py-spy DIR`` it also samples the Gateway and the Embedder
-with py-spy during a 32-concurrent load and writes collapsed stacks there
+with py-spy during a 32-concurrent load (or ``--py-spy-load``) and writes collapsed stacks there
 (``py-spy record --format raw``; open them in speedscope or read with
 ``bench.path_cost --top FILE``). The tables in docs/performance.md come from it.
 """
@@ -87,8 +87,11 @@ def measure(base_url: str, kind: str, n: int) -> tuple[float, dict[str, float]]:
     return rate, per
 
 
-def record(base_url: str, out: Path, seconds: int = 15) -> list[Path]:
-    """py-spy the Gateway and the Embedder while 32 callers embed."""
+LOADS = ("health", "embeddings c1", "embeddings c32")
+
+
+def record(base_url: str, out: Path, kind: str = "embeddings c32", seconds: int = 15) -> list[Path]:
+    """py-spy the Gateway and the Embedder under one of the LOADS."""
     out.mkdir(parents=True, exist_ok=True)
     spies, files = [], []
     for name in KEEP:
@@ -101,7 +104,7 @@ def record(base_url: str, out: Path, seconds: int = 15) -> list[Path]:
             files.append(path)
     deadline = time.monotonic() + seconds + 2
     while time.monotonic() < deadline:
-        asyncio.run(load(base_url, "embeddings c32", 256))
+        asyncio.run(load(base_url, kind, 256))
     for spy in spies:
         spy.wait()
     return files
@@ -124,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=512)
     parser.add_argument("--py-spy", type=Path, default=None, dest="spy")
+    parser.add_argument("--py-spy-load", default="embeddings c32", choices=LOADS, dest="spy_load")
     parser.add_argument("--top", type=Path, default=None, help="summarize a py-spy raw file")
     a = parser.parse_args()
     if a.top:
@@ -134,8 +138,8 @@ def main() -> None:
     box = sandbox.start(TOKEN, args)
     try:
         rows = {kind: measure(box.base_url, kind, a.requests)
-                for kind in ("health", "embeddings c1", "embeddings c32")}
-        files = record(box.base_url, a.spy) if a.spy else []
+                for kind in LOADS}
+        files = record(box.base_url, a.spy, a.spy_load) if a.spy else []
     finally:
         box.stop()
     names = [*PROCESSES, "load generator"]
