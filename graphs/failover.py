@@ -130,13 +130,13 @@ class ServiceMeter:
             return 0.0
         return math.inf if self.interval_s is None else self.in_flight * self.interval_s
 
-    def shed(self) -> float:
+    def shed(self) -> int:
         """Count a refused request; how many were refused over the last second."""
         now = time.monotonic()
         self._sheds.append(now)
         while self._sheds[0] < now - 1.0:
             self._sheds.popleft()
-        return float(len(self._sheds))
+        return len(self._sheds)
 
     def retry_after_s(self, limit_s: float, most_s: int = 10) -> int:
         """When a refused caller should come back: after the excess wait, and late enough
@@ -153,7 +153,7 @@ class ServiceMeter:
         soonest = max(1, min(most_s, math.ceil(1.0 if math.isinf(wait) else wait - limit_s)))
         if spread <= most_s:
             return max(soonest, math.ceil(spread))
-        return soonest + int(refused) % (most_s - soonest + 1)
+        return soonest + refused % (most_s - soonest + 1)
 
 
 class TTSCalls:

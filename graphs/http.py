@@ -37,12 +37,13 @@ DEFAULT_BODY_BYTES = 64 * 1024
 BODY_LIMIT_KEY = "x-max-body-bytes"
 """Where a route states its body limit: its OpenAPI operation, so /docs shows it too."""
 OFF_LOOP_BYTES = 16 * 1024
-"""Bodies above this are counted (``json_value_bound``), parsed and validated in a worker
-thread, so the event loop never stalls on them (pydantic spends ~2 us per error it reports)."""
+"""Bodies above this are parsed and validated in a worker thread, so the event loop never
+stalls on them (pydantic spends ~2 us per error it reports)."""
 MAX_JSON_DEPTH = 32
 MAX_JSON_VALUES = 50_000
-"""Every array item, object member and scalar counts. Bounds the time any one call into
-the parser or validator holds the GIL (a few ms), which a thread cannot take off the loop."""
+"""Every array item, object member and scalar counts (``json_value_bound``, before parsing).
+Bounds the time any one call into the parser or validator holds the GIL (a few ms), which a
+thread cannot take off the loop."""
 MAX_ERROR_CHARS = 2000
 
 
@@ -118,20 +119,17 @@ def body_limit(max_bytes: int) -> dict:
 
 
 def json_shape_error(data: object) -> str | None:
-    """Why a parsed JSON document is refused (too deep, too many values, a NUL), or None.
+    """Why a parsed JSON document is refused (too deep, a NUL), or None.
 
-    Iterative, so no depth can raise RecursionError here or later.
+    Iterative, so no depth can raise RecursionError here or later. The number of
+    values was bounded before parsing (``strict_json``).
     """
     stack: list[tuple[object, int]] = [(data, 1)]
-    count = 1
     while stack:
         value, depth = stack.pop()
         if isinstance(value, (dict, list)):
             if depth > MAX_JSON_DEPTH:
                 return f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
-            count += len(value)  # counted before a single item is looked at
-            if count > MAX_JSON_VALUES:
-                return f"the JSON body holds more than {MAX_JSON_VALUES} values"
             if isinstance(value, dict):
                 if any("\x00" in key for key in value):
                     return "a JSON key contains a NUL character"
@@ -169,10 +167,11 @@ def strict_json(raw: bytes) -> object:
     """Parse a JSON body as RFC 8259 says, or raise a 400 APIError.
 
     orjson refuses what Python's json accepts and no store can hold: NaN and
-    Infinity (also as 1e999), lone surrogates, invalid UTF-8. A large body is
-    counted before it is parsed, so a flood of values is refused cheaply.
+    Infinity (also as 1e999), lone surrogates, invalid UTF-8. Its values are
+    counted before it is parsed, so a flood of them is refused cheaply; each value
+    takes at least a byte, so a body no longer than the limit need not be counted.
     """
-    if len(raw) > OFF_LOOP_BYTES and json_value_bound(raw) > MAX_JSON_VALUES:
+    if len(raw) > MAX_JSON_VALUES and json_value_bound(raw) > MAX_JSON_VALUES:
         raise APIError(400, f"the JSON body holds more than {MAX_JSON_VALUES} values")
     try:
         data = orjson.loads(raw)
