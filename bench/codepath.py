@@ -154,16 +154,16 @@ def kokoro(device: str) -> str:
     import torch
 
     from deployments.kokoro import KModelBackend
-    from deployments.tts import Job, TTSEngine
+    from deployments.tts import TTSEngine
 
     with tempfile.TemporaryDirectory() as tmp:
         model = random_kmodel(Path(tmp), device)
     packs = {"af_test": torch.randn(510, 1, 256, device=device) * 0.1}
     engine = TTSEngine()
     engine.backend = KModelBackend(model, packs, "af_test", "random-kokoro")
-    samples = engine.backend.synthesize("Testing the code path.", "af_test", 1.0, Job(engine))
+    samples = engine.synthesize("Testing the code path.", "af_test")
     assert len(samples) > 0
-    return f"{len(samples) / 24_000:.2f} s of audio"
+    return f"{len(samples) / engine.backend.sample_rate:.2f} s of audio"
 
 
 def gliner_ner(device: str) -> str:
