@@ -1,8 +1,12 @@
 """GPU engines' code paths with random weights from small configs: no quality, only plumbing.
 
 Each function runs one declared model's production backend (the one a GPU
-node loads) on ``device`` and returns a short note; ``CODE_PATHS`` maps them
-to deployment names. Used by ``bench/gpu_smoke.py`` (on CUDA, no Ray) and by
+node loads) on ``device`` and returns a short note with the warm call's time;
+``CODE_PATHS`` maps them to deployment names. ``size="small"`` builds tiny
+configs (the CPU tests); ``size="production"`` builds the production models'
+own dimensions (Qwen3-Embedding 0.6B and 8B, Whisper large-v3, GLiNER's
+mDeBERTa-v3-base; Kokoro's config is its real one at both sizes), so that on
+a GPU the peak memory is the real model's and can be held to its declared cap. Used by ``bench/gpu_smoke.py`` (on CUDA, no Ray) and by
 the code-path unit tests (on CPU). Nothing here downloads anything: the
 tokenizers are built in place and every library is imported lazily, so a
 missing one is reported by the caller as a skip.
@@ -11,7 +15,9 @@ missing one is reported by the caller as a skip.
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -38,18 +44,67 @@ def word_tokenizer(folder: Path, bert: bool = False):
     return tok
 
 
-def random_whisper(device: str = "cpu"):
-    """openai-whisper with small dims (n_audio_ctx 1500 and the full vocabulary are required)."""
+SIZES = ("small", "production")
+
+WHISPER_DIMS = {  # n_audio_ctx 1500 and the full vocabulary are required at any size
+    "small": dict(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
+                  n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=1),
+    "production": dict(n_mels=128, n_audio_ctx=1500, n_audio_state=1280, n_audio_head=20,
+                       n_audio_layer=32, n_vocab=51866, n_text_ctx=448, n_text_state=1280,
+                       n_text_head=20, n_text_layer=32),  # large-v3
+}
+QWEN3_DIMS = {
+    "small": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+    "0.6B": dict(vocab_size=151669, hidden_size=1024, intermediate_size=3072,
+                 num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128),
+    "8B": dict(vocab_size=151665, hidden_size=4096, intermediate_size=12288,
+               num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128),
+}
+GLINER_DIMS = {
+    "small": dict(encoder={"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 1,
+                           "num_attention_heads": 2, "intermediate_size": 128, "vocab_size": 64},
+                  hidden_size=64),
+    "production": dict(encoder={"model_type": "deberta-v2", "hidden_size": 768,  # mdeberta-v3-base
+                                "num_hidden_layers": 12, "num_attention_heads": 12,
+                                "intermediate_size": 3072, "vocab_size": 250105,
+                                "relative_attention": True, "position_buckets": 256,
+                                "pos_att_type": ["p2c", "c2p"], "max_relative_positions": -1,
+                                "position_biased_input": False, "norm_rel_ebd": "layer_norm",
+                                "share_att_key": True},
+                       hidden_size=512),  # gliner_multi-v2.1
+}
+
+
+def warm_ms(run: Callable[[], object], device: str, repeats: int = 3) -> float:
+    """Median wall time of ``run()`` in ms after one warm-up call (CUDA work included)."""
+    def sync():
+        if device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def random_whisper(device: str = "cpu", size: str = "small"):
+    """openai-whisper with random weights at ``size`` (built on ``device``, fp32 as load_model)."""
     import torch
     from whisper.model import ModelDimensions, Whisper
 
     torch.manual_seed(0)
-    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2,
-                           n_audio_layer=1, n_vocab=51865, n_text_ctx=448, n_text_state=64,
-                           n_text_head=2, n_text_layer=1)
-    model = Whisper(dims).eval()
-    torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)  # created with torch.empty
-    return model.to(device)
+    with torch.device(device):
+        model = Whisper(ModelDimensions(**WHISPER_DIMS[size])).eval()
+        torch.nn.init.normal_(model.decoder.positional_embedding, std=0.02)  # torch.empty
+    return model
 
 
 def random_kmodel(folder: Path, device: str = "cpu"):
@@ -84,35 +139,34 @@ def random_kmodel(folder: Path, device: str = "cpu"):
     return model.to(device)
 
 
-def tiny_qwen3(folder: Path) -> Path:
-    """A random Qwen3 (tiny config) with a word tokenizer, saved as a model folder."""
+def random_qwen3(folder: Path, dims: str, device: str):
+    """A random Qwen3 of ``dims`` (a QWEN3_DIMS key) on ``device`` (bf16 on CUDA, as the
+    backend loads it), with a word tokenizer saved in ``folder``: (model, tokenizer)."""
     import torch
-    from transformers import Qwen3Config, Qwen3Model
+    from transformers import AutoModel, Qwen3Config
 
     torch.manual_seed(0)
     tok = word_tokenizer(folder)
-    cfg = Qwen3Config(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id,
-    )
-    Qwen3Model(cfg).save_pretrained(folder)
-    return folder
+    cfg = Qwen3Config(**{"vocab_size": len(tok), **QWEN3_DIMS[dims]},
+                      max_position_embeddings=512, pad_token_id=tok.pad_token_id)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    with torch.device(device):
+        model = AutoModel.from_config(cfg, dtype=dtype)
+    return model, tok
 
 
-def tiny_gliner(folder: Path, model_name: str, device: str = "cpu") -> Path:
-    """A random GLiNER (one small BERT layer) saved where NerEngine reads ``model_name``."""
+def tiny_gliner(folder: Path, model_name: str, size: str = "small") -> Path:
+    """A random GLiNER at ``size`` saved where NerEngine reads ``model_name``."""
     import gliner
     import torch
 
     torch.manual_seed(0)
     tok_dir = Path(folder) / "tokenizer"
     word_tokenizer(tok_dir, bert=True)
+    dims = GLINER_DIMS[size]
     config = gliner.GLiNERConfig(
-        model_name=str(tok_dir),
-        encoder_config={"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 1,
-                        "num_attention_heads": 2, "intermediate_size": 128, "vocab_size": 64},
-        hidden_size=64, span_mode="markerV0",
+        model_name=str(tok_dir), encoder_config=dims["encoder"],
+        hidden_size=dims["hidden_size"], span_mode="markerV0",
     )
     model = gliner.GLiNER.from_config(config, backbone_from_pretrained=False, local_files_only=True)
     root = Path(folder) / "cache"
@@ -120,37 +174,45 @@ def tiny_gliner(folder: Path, model_name: str, device: str = "cpu") -> Path:
     return root
 
 
-# --- one function per declared model: build, run once, say what came out -------------------
+# --- one function per declared model: build, run, say what came out and the warm time ------
 
-def embedder(device: str) -> str:
+def embedder(device: str, size: str = "small", dims: str = "0.6B") -> str:
     from deployments.embedding import EmbeddingEngine, Qwen3Backend
     from deployments.settings import EmbeddingSettings
 
     with tempfile.TemporaryDirectory() as tmp:
-        backend = Qwen3Backend("tiny-qwen3", tiny_qwen3(Path(tmp)), 128, device=device)
-        engine = EmbeddingEngine(EmbeddingSettings(), "cpu")
-        engine.backend = backend
-        vectors = engine.embed(["where is the station", "the train leaves at five"],
-                               is_query=True, dimensions=32).vectors
-    assert vectors.shape == (2, 32) and np.isfinite(vectors).all()
-    return f"vectors {vectors.shape}"
+        model, tok = random_qwen3(Path(tmp), dims if size == "production" else "small", device)
+    engine = EmbeddingEngine(EmbeddingSettings(), "cpu")
+    engine.backend = Qwen3Backend(f"random-qwen3-{dims}", model, tok, 128)
+    texts = ["where is the station", "the train leaves at five"] * 16
+    vectors = engine.embed(texts, is_query=True, dimensions=32).vectors
+    assert vectors.shape == (32, 32) and np.isfinite(vectors).all()
+    ms = warm_ms(lambda: engine.embed(texts, is_query=True), device)
+    return f"vectors {vectors.shape}, 32 texts warm {ms:.1f} ms"
 
 
-def whisper(device: str) -> str:
+def batch_embedder(device: str, size: str = "small") -> str:
+    return embedder(device, size, dims="8B")
+
+
+def whisper(device: str, size: str = "small") -> str:
     from deployments import audio
     from deployments.settings import WhisperSettings
     from deployments.stt import OpenAIWhisperBackend, WhisperEngine
 
-    engine = WhisperEngine(WhisperSettings(), "cpu")
-    engine.backend = OpenAIWhisperBackend(random_whisper(device), "random-tiny", device,
+    # VAD (Silero ONNX inside faster-whisper) runs on CPU in every profile: the CPU suite
+    # tests it; here only the GPU model's path runs.
+    engine = WhisperEngine(WhisperSettings(vad=False), "cpu")
+    engine.backend = OpenAIWhisperBackend(random_whisper(device, size), f"random-{size}", device,
                                           sample_len=8)
-    t = np.arange(16_000 * 2) / 16_000
+    t = np.arange(16_000 * 5) / 16_000
     clip = audio.Audio((0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16_000)
     result = engine.transcribe(clip, language="en")
-    return f"{len(result.segments)} segments"
+    ms = warm_ms(lambda: engine.transcribe(clip, language="en"), device)
+    return f"{len(result.segments)} segments, 5 s clip warm {ms:.1f} ms (8 tokens a window)"
 
 
-def kokoro(device: str) -> str:
+def kokoro(device: str, size: str = "small") -> str:
     import torch
 
     from deployments.kokoro import KModelBackend
@@ -161,38 +223,43 @@ def kokoro(device: str) -> str:
     packs = {"af_test": torch.randn(510, 1, 256, device=device) * 0.1}
     engine = TTSEngine()
     engine.backend = KModelBackend(model, packs, "af_test", "random-kokoro")
-    samples = engine.synthesize("Testing the code path.", "af_test")
+    sentence = "Testing the code path of the station."
+    samples = engine.synthesize(sentence, "af_test")
     assert len(samples) > 0
-    return f"{len(samples) / engine.backend.sample_rate:.2f} s of audio"
+    ms = warm_ms(lambda: engine.synthesize(sentence, "af_test"), device)
+    return f"{len(samples) / engine.backend.sample_rate:.2f} s of audio, warm {ms:.1f} ms"
 
 
-def gliner_ner(device: str) -> str:
+def gliner_ner(device: str, size: str = "small") -> str:
     from deployments.ner import NerEngine
     from deployments.settings import NerSettings
 
     settings = NerSettings()
+    texts = ["Maria lives in Lisbon.", "Tom works at Acme where the train leaves at five."] * 8
     with tempfile.TemporaryDirectory() as tmp:
-        engine = NerEngine(settings, tiny_gliner(Path(tmp), settings.model), "cpu")
+        engine = NerEngine(settings, tiny_gliner(Path(tmp), settings.model, size), "cpu")
         engine.profile = device if device == "cpu" else "gpu"  # where from_pretrained maps it
         engine.load()
-        spans = engine.predict(["Maria lives in Lisbon."], ["person", "place"], 0.0)
-    return f"{len(spans[0])} spans"
+    spans = engine.predict(texts, ["person", "place"], 0.0)
+    ms = warm_ms(lambda: engine.predict(texts, ["person", "place"], 0.0), device)
+    return f"{len(spans[0])} spans, 16 texts warm {ms:.1f} ms"
 
 
-def vector_index(device: str) -> str:
+def vector_index(device: str, size: str = "small") -> str:
     from deployments.vector_index import CuvsBackend, ExactBackend
 
     rng = np.random.default_rng(0)
-    rows = rng.standard_normal((2_000, 64)).astype(np.float32)
+    rows = rng.standard_normal((2_000 if size == "small" else 100_000, 64)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     backend = CuvsBackend() if device == "cuda" else ExactBackend()
     backend.build(rows)
     _, idx = backend.search(rows[:8], 5)
     assert (idx[:, 0] == np.arange(8)).all(), "a stored vector must find itself first"
-    return f"{type(backend).__name__}, 2000 rows"
+    ms = warm_ms(lambda: backend.search(rows[:32], 10), device)
+    return f"{type(backend).__name__}, {len(rows)} rows, 32 queries warm {ms:.1f} ms"
 
 
-def graph_index(device: str) -> str:
+def graph_index(device: str, size: str = "small") -> str:
     from deployments.graph_index import CugraphBackend, NetworkXBackend
 
     backend = CugraphBackend() if device == "cuda" else NetworkXBackend()
@@ -200,19 +267,19 @@ def graph_index(device: str) -> str:
     found = backend.bfs(["a"], 2)
     assert found == {"a": 0, "b": 1, "c": 2}, found
     rank = backend.ppr(["a"], set(found))
-    return f"{type(backend).__name__}, ppr over {len(rank)} nodes"
+    ms = warm_ms(lambda: backend.ppr(["a"], set(backend.bfs(["a"], 2))), device)
+    return f"{type(backend).__name__}, ppr over {len(rank)} nodes warm {ms:.1f} ms"
 
 
-CODE_PATHS: dict[str, Callable[[str], str]] = {
+CODE_PATHS: dict[str, Callable[..., str]] = {
     "Embedder": embedder,
+    "BatchEmbedder": batch_embedder,
     "WhisperSTT": whisper,
     "KokoroTTS": kokoro,
     "GlinerNER": gliner_ner,
     "VectorIndex": vector_index,
     "GraphIndex": graph_index,
 }
-SAME_AS = {"BatchEmbedder": "Embedder"}
-"""Deployments whose engine code path is another's (same engine, other weights)."""
 NOT_SMOKED = {
     "PiperTTS": "CPU only: no GPU code path",
     "ChatterboxTTS": "chatterbox-tts runs in its own runtime_env (it pins torch)",

@@ -67,17 +67,26 @@ class Qwen3Backend:
 
     supports_dimensions = True
 
-    def __init__(self, model_id: str, path: Path, max_seq_length: int, device: str = "cuda"):
+    def __init__(self, model_id: str, model, tokenizer, max_seq_length: int):
+        self.model_id = model_id
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"  # the pooling reads the last position
+        self.device = str(model.device.type)
+        self.max_seq_length = max_seq_length
+        self.dim = int(model.config.hidden_size)
+
+    @classmethod
+    def load(cls, model_id: str, path: Path, max_seq_length: int,
+             device: str = "cuda") -> "Qwen3Backend":
+        """Weights and tokenizer from a model folder (bf16 on CUDA, fp32 on CPU)."""
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        self.model_id = model_id
-        self.device = device
-        self.max_seq_length = max_seq_length
-        self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+        tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        self.model = AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()
-        self.dim = int(self.model.config.hidden_size)
+        model = AutoModel.from_pretrained(path, dtype=dtype).to(device)
+        return cls(model_id, model, tokenizer, max_seq_length)
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         import torch
@@ -150,7 +159,8 @@ class EmbeddingEngine:
         if self.profile == "cpu":
             self.backend = MiniLMBackend(self.model_id, self.settings.max_seq_length)
         else:
-            self.backend = Qwen3Backend(self.model_id, self.weights_path, self.settings.max_seq_length)
+            self.backend = Qwen3Backend.load(self.model_id, self.weights_path,
+                                              self.settings.max_seq_length)
 
     def info(self) -> EngineInfo:
         b = self._loaded()

@@ -75,10 +75,10 @@ def test_kmodel_backend_code_path(tmp_path):
 
 
 def test_every_declared_model_has_a_gpu_smoke_code_path_or_says_why_not():
-    from bench.codepath import CODE_PATHS, NOT_SMOKED, SAME_AS
+    from bench.codepath import CODE_PATHS, NOT_SMOKED
     from deployments.registry import MODELS
 
-    assert {m.name for m in MODELS} == {*CODE_PATHS, *SAME_AS, *NOT_SMOKED}
+    assert {m.name for m in MODELS} == {*CODE_PATHS, *NOT_SMOKED}
 
 
 def test_the_gpu_smoke_finds_the_models_the_registry_finds():
@@ -99,7 +99,7 @@ def test_gpu_smoke_runs_every_code_path_without_ray_one_line_per_model():
     import subprocess
     import sys
 
-    from bench.codepath import CODE_PATHS, NOT_SMOKED, SAME_AS
+    from bench.codepath import CODE_PATHS, NOT_SMOKED
     from tests.conftest import REPO
 
     script = ("import sys; sys.modules['ray'] = None; "
@@ -110,5 +110,5 @@ def test_gpu_smoke_runs_every_code_path_without_ray_one_line_per_model():
     lines = done.stdout.splitlines()
     assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
     status = {l.split()[0]: l.split()[1] for l in lines if l.strip()}
-    assert status == {**{n: "ok" for n in CODE_PATHS}, **{n: "skip" for n in [*SAME_AS, *NOT_SMOKED]}}
+    assert status == {**{n: "ok" for n in CODE_PATHS}, **{n: "skip" for n in NOT_SMOKED}}
     assert any(l.startswith("VectorIndex") and "ExactBackend" in l for l in lines)

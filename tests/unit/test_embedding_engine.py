@@ -82,7 +82,7 @@ def tiny_qwen3(tmp_path_factory):
         max_position_embeddings=256, pad_token_id=tok.pad_token_id,
     )
     Qwen3Model(cfg).save_pretrained(path)
-    return Qwen3Backend("tiny-qwen3", path, max_seq_length=128, device="cpu")
+    return Qwen3Backend.load("tiny-qwen3", path, max_seq_length=128, device="cpu")
 
 
 @pytest.mark.codepath
