@@ -55,6 +55,7 @@ chaos: ## titan's capacity alone, then panda hard-killed under 70 % of it (ours 
 
 gpu-smoke: ## every declared GPU engine's code path on CUDA, random weights, no Ray (one line each)
 	$(PY) bench/gpu_smoke.py
+	$(PY) bench/gpu_smoke.py --size production
 
 models: ## fill the local model cache with production weights (needs the model hub)
 	$(PY) -m deployments.model_cache fetch

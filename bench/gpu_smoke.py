@@ -9,8 +9,9 @@ declared model's code path (``bench.codepath.CODE_PATHS``) runs with random
 weights from a small config (or the production dimensions, ``--size production``),
 under the GPU memory cap serve_config.yaml declares for it
 (``deployments.runtime.cap_gpu_memory``). One line per model: name, result,
-time (build and first call), peak GPU memory against the cap, the warm call's
-time, or why it was skipped.
+time (build and first call), GPU memory resident once built, the peak while
+serving against the cap (applied once the model is built: the random build is
+not how production loads weights), the warm call's time, or why it was skipped.
 
 Ray is not imported. The declarations are found in the modules' source (as
 the registry finds them, without importing), and where Ray is not installed a stand-in
@@ -107,16 +108,31 @@ def cuda_ready() -> bool:
     return torch.cuda.is_available()
 
 
-def run_one(name: str, code_path, device: str, cap_gb: float, size: str) -> str:
+def run_one(name: str, code_path, device: str, cap_gb: float, size: str,
+            apply_cap: bool = True) -> str:
     """Run one code path; its report line."""
+    import bench.codepath as codepath
+
     torch = sys.modules.get("torch")
     on_cuda = device == "cuda"
-    if on_cuda:
-        from deployments.runtime import cap_gpu_memory
+    resident = [0]
 
-        cap_gpu_memory(cap_gb)
+    def serving() -> None:
+        """The model is built: from here its cap holds and its peak counts."""
+        if on_cuda:
+            from deployments.runtime import cap_gpu_memory
+
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            resident[0] = torch.cuda.memory_allocated()
+            if apply_cap:
+                cap_gpu_memory(cap_gb)
+            torch.cuda.reset_peak_memory_stats()
+
+    if on_cuda:
+        torch.cuda.set_per_process_memory_fraction(1.0, 0)
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    codepath.built = serving
     start = time.perf_counter()
     try:
         note = code_path(device, size)
@@ -131,8 +147,9 @@ def run_one(name: str, code_path, device: str, cap_gb: float, size: str) -> str:
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() / MIB
     within = "within" if cap_gb <= 0 or peak <= cap_gb * 1024 else "OVER"
-    return (f"{name:14} ok    {seconds:6.2f} s  peak {peak:8.1f} MiB  cap {cap_gb:g} GB "
-            f"({within})  {note}")
+    applied = "" if apply_cap else "not applied, "
+    return (f"{name:14} ok    {seconds:6.2f} s  weights {resident[0] / MIB:8.1f} MiB  "
+            f"peak {peak:8.1f} MiB  cap {cap_gb:g} GiB ({applied}{within})  {note}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--size", choices=("small", "production"), default="small",
                         help="model dimensions: small configs, or the production models' own")
+    parser.add_argument("--no-cap", action="store_true",
+                        help="measure each peak without applying its cap (to size gpu_memory_gb)")
     parser.add_argument("--only", nargs="*", help="deployment names (default: every declared one)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -169,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.device == "cuda" and not cuda_ready():
             print(f"{name:14} skip  no CUDA device")
             continue
-        line = run_one(name, CODE_PATHS[name], args.device, caps.get(name, 0.0), args.size)
+        line = run_one(name, CODE_PATHS[name], args.device, caps.get(name, 0.0), args.size,
+                       not args.no_cap)
         failed += " FAIL " in line
         print(line, flush=True)
     return 1 if failed else 0

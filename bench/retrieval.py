@@ -223,7 +223,7 @@ def report(rows: list, args) -> list[str]:
         "",
         "Qdrant here is its embedded local mode (the default store), whose search is a "
         "Python/numpy scan; a Qdrant server would be faster than that. GPU figures (cuVS, "
-        "cuGraph): not measured, no GPU was lent to this task.",
+        "cuGraph): not measured; the GPU smoke's run could not carry their wheels.",
     ]
     return lines
 

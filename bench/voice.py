@@ -129,7 +129,7 @@ def main() -> None:
         f"| served (`POST /v1/voice/turn` until the first audio frame) | {ms(remote)} |",
         "",
         f"Served / in-process: {statistics.median(remote) / statistics.median(local):.2f}x. "
-        "(target <= 1.15). No GPU was lent to this work, so there are no GPU figures.",
+        "(target <= 1.15). CPU only: the GPU engines' figures are in the GPU smoke section.",
     ]
     publish("voice", lines)
 

@@ -59,6 +59,21 @@ class MiniLMBackend:
         return vecs.astype(np.float32, copy=False), [len(t) for t in tokens]
 
 
+def token_chunks(lengths: list[int], max_texts: int, max_tokens: int) -> list[slice]:
+    """Consecutive slices of inputs, each at most ``max_texts`` long and, padded to its
+    longest, at most ``max_tokens`` (one input longer than that goes alone)."""
+    chunks, start, longest = [], 0, 0
+    for i, n in enumerate(lengths):
+        wider = max(longest, n)
+        if i > start and (i - start >= max_texts or (i - start + 1) * wider > max_tokens):
+            chunks.append(slice(start, i))
+            start, wider = i, n
+        longest = wider
+    if lengths:
+        chunks.append(slice(start, len(lengths)))
+    return chunks
+
+
 class Qwen3Backend:
     """Qwen3-Embedding through transformers: last-token pooling, L2-normalized.
 
@@ -67,8 +82,11 @@ class Qwen3Backend:
 
     supports_dimensions = True
 
-    def __init__(self, model_id: str, model, tokenizer, max_seq_length: int):
+    def __init__(self, model_id: str, model, tokenizer, max_seq_length: int,
+                 forward_tokens: int = 8192):
         self.model_id = model_id
+        self.forward_tokens = forward_tokens
+        """Padded tokens per forward pass (with ENCODE_CHUNK texts), which bounds activations."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"  # the pooling reads the last position
@@ -77,7 +95,7 @@ class Qwen3Backend:
         self.dim = int(model.config.hidden_size)
 
     @classmethod
-    def load(cls, model_id: str, path: Path, max_seq_length: int,
+    def load(cls, model_id: str, path: Path, max_seq_length: int, forward_tokens: int,
              device: str = "cuda") -> "Qwen3Backend":
         """Weights and tokenizer from a model folder (bf16 on CUDA, fp32 on CPU)."""
         import torch
@@ -86,20 +104,18 @@ class Qwen3Backend:
         tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         model = AutoModel.from_pretrained(path, dtype=dtype).to(device)
-        return cls(model_id, model, tokenizer, max_seq_length)
+        return cls(model_id, model, tokenizer, max_seq_length, forward_tokens)
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
         import torch
         import torch.nn.functional as F
 
         out, counts = [], []
-        for start in range(0, len(texts), ENCODE_CHUNK):
-            batch = self.tokenizer(
-                texts[start : start + ENCODE_CHUNK],
-                padding=True,
-                truncation=True,
-                max_length=self.max_seq_length,
-                return_tensors="pt",
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_seq_length)
+        ids, masks = encoded["input_ids"], encoded["attention_mask"]
+        for part in token_chunks([len(i) for i in ids], ENCODE_CHUNK, self.forward_tokens):
+            batch = self.tokenizer.pad(
+                {"input_ids": ids[part], "attention_mask": masks[part]}, return_tensors="pt"
             ).to(self.device)
             with torch.inference_mode():
                 hidden = self.model(**batch).last_hidden_state
@@ -159,8 +175,10 @@ class EmbeddingEngine:
         if self.profile == "cpu":
             self.backend = MiniLMBackend(self.model_id, self.settings.max_seq_length)
         else:
+            tokens = (self.settings.gpu_batch_forward_tokens if self.role == "batch"
+                      else self.settings.gpu_forward_tokens)
             self.backend = Qwen3Backend.load(self.model_id, self.weights_path,
-                                              self.settings.max_seq_length)
+                                             self.settings.max_seq_length, tokens)
 
     def info(self) -> EngineInfo:
         b = self._loaded()

@@ -91,7 +91,7 @@ class CugraphBackend:
             import cudf  # noqa: F401
             import cugraph  # noqa: F401
         except ImportError as exc:
-            raise RuntimeError("cuGraph is not installed (pip install '.[gpu]')") from exc
+            raise ImportError("cuGraph is not installed (pip install '.[gpu]')", name=exc.name) from exc
         self.graph = None
         self.ids: dict[str, int] = {}
         self.names: list[str] = []

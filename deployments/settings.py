@@ -42,6 +42,12 @@ class EmbeddingSettings(BaseModel):
     """Longest single input; longer ones are refused, never silently cut."""
     max_seq_length: int = 512
     """Tokens per input seen by the model (inputs are truncated to this)."""
+    gpu_forward_tokens: int = 1024
+    """Padded tokens per Qwen3 forward pass of the real-time model: its activation memory
+    grows ~69 MiB a 512-token input over the 0.6B's 1.11 GiB of weights (bench/gpu_smoke.py
+    on an H200), so 1024 keeps it inside its 1.4 GiB cap and still takes 64 short queries."""
+    gpu_batch_forward_tokens: int = 8192
+    """The same for the 8B batch model: 8192 peaked at 16.1 GiB (cap 17.5)."""
 
 
 class HttpSettings(BaseModel):

@@ -71,7 +71,7 @@ class CuvsBackend:
             import cupy  # noqa: F401
             from cuvs.neighbors import brute_force, cagra  # noqa: F401
         except ImportError as exc:
-            raise RuntimeError("cuVS is not installed (pip install '.[gpu]')") from exc
+            raise ImportError("cuVS is not installed (pip install '.[gpu]')", name=exc.name) from exc
         self.index = None
         self.kind = ""
 

@@ -82,7 +82,8 @@ def tiny_qwen3(tmp_path_factory):
         max_position_embeddings=256, pad_token_id=tok.pad_token_id,
     )
     Qwen3Model(cfg).save_pretrained(path)
-    return Qwen3Backend.load("tiny-qwen3", path, max_seq_length=128, device="cpu")
+    return Qwen3Backend.load("tiny-qwen3", path, max_seq_length=128, forward_tokens=256,
+                             device="cpu")
 
 
 @pytest.mark.codepath
@@ -109,3 +110,27 @@ def test_qwen3_query_instruction_and_matryoshka_dimensions(tiny_qwen3):
     np.testing.assert_allclose(np.linalg.norm(short), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="between 32 and 64"):
         engine.check_dimensions(16)
+
+
+def test_token_chunks_bound_each_forward_pass_and_keep_order():
+    """Qwen3's activation memory follows padded tokens: every chunk stays within the budget."""
+    import random
+
+    from deployments.embedding import token_chunks
+
+    assert token_chunks([], 4, 100) == []
+    assert token_chunks([10, 10, 10, 10, 10], 2, 100) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert token_chunks([30, 30, 60, 5], 64, 100) == [slice(0, 2), slice(2, 3), slice(3, 4)]
+    assert token_chunks([300, 2], 64, 100) == [slice(0, 1), slice(1, 2)]  # too long: alone
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = [rng.randint(1, 512) for _ in range(rng.randint(1, 300))]
+        chunks = token_chunks(lengths, 64, 8192)
+        assert [i for c in chunks for i in range(c.start, c.stop)] == list(range(len(lengths)))
+        for c in chunks:
+            part = lengths[c]
+            assert len(part) <= 64 and (len(part) == 1 or len(part) * max(part) <= 8192)
+        # greedy: the next input would have broken a limit of every chunk but the last
+        for c, nxt in zip(chunks, chunks[1:]):
+            wider = lengths[c.start:nxt.start + 1]
+            assert len(wider) > 64 or len(wider) * max(wider) > 8192
