@@ -87,7 +87,8 @@ def test_status_budget_is_the_planner_next_to_running_replicas(status):
         assert node.problems == load.problems() == []
         row = next(r for r in node.rows if r.deployment == "Embedder")
         expected = 1 if node.host == embedder_host else 0
-        assert (row.running_replicas, row.running_memory_gb) == (expected, expected * 1.1)
+        declared = topology.deployments["Embedder"].gpu_memory_gb
+        assert (row.running_replicas, row.running_memory_gb) == (expected, expected * declared)
 
 
 def test_renderers_show_the_live_status(api):
@@ -148,7 +149,8 @@ def test_metrics_reach_prometheus(serve_cluster, api):
     assert {s.name for s in found["ray_her_serve_model_requests"]} == {"ray_her_serve_model_requests_total"}
     assert "ray_her_serve_http_latency_ms_bucket" in {s.name for s in found["ray_her_serve_http_latency_ms"]}
     cap = found["ray_her_serve_gpu_memory_cap_bytes"][0].value
-    assert cap == pytest.approx(1.1 * GIB)
+    declared = AppArgs.model_validate(load_serve_args()).deployments["Embedder"].gpu_memory_gb
+    assert cap == pytest.approx(declared * GIB) and declared > 0
     errors = sum(s.value for s in found["ray_her_serve_model_errors"])
     assert errors >= 1
     auth_failures = wait_for_samples(serve_cluster, {
