@@ -58,15 +58,19 @@ class HedgePolicy:
     """When a late sentence is worth asking of the other node as well ("hedged requests").
 
     The delay is ``factor`` times the recent 90th-percentile wait for a
-    sentence (at least ``min_s``; ``initial_s`` until there are enough
-    samples), so a slow model hedges late. A token bucket earns ``ratio`` of a
-    hedge per sentence (up to ``burst``), so hedging adds at most that share
-    of load and cannot push a busy cluster into overload.
+    sentence (at least ``min_s``), so a slow model hedges late. Until it has
+    seen ``MIN_SAMPLES`` sentences it does not know the model's speed and waits
+    ``initial_s``: a hedge on a healthy cluster is a second full synthesis, and a
+    1 s start hedged every first sentence of Kokoro on CPU (~1 s each), slowing
+    them all. A token bucket earns ``ratio`` of a hedge per sentence (up to
+    ``burst``), so hedging adds at most that share of load and cannot push a
+    busy cluster into overload.
     """
 
     SAMPLES = 200
+    MIN_SAMPLES = 8
 
-    def __init__(self, min_s: float = 0.3, initial_s: float = 1.0, factor: float = 1.5,
+    def __init__(self, min_s: float = 0.3, initial_s: float = 3.0, factor: float = 1.5,
                  ratio: float = 0.1, burst: float = 10.0):
         self.min_s, self.initial_s, self.factor = min_s, initial_s, factor
         self.ratio, self.burst, self.tokens = ratio, burst, burst
@@ -77,7 +81,7 @@ class HedgePolicy:
         self.tokens = min(self.burst, self.tokens + self.ratio)
 
     def delay_s(self) -> float:
-        if len(self.waits) < 20:
+        if len(self.waits) < self.MIN_SAMPLES:
             return self.initial_s
         p90 = sorted(self.waits)[int(0.9 * (len(self.waits) - 1))]
         return max(self.min_s, self.factor * p90)
@@ -168,6 +172,7 @@ class TTSCalls:
     def hedge(self, deployment: str) -> HedgePolicy:
         if deployment not in self.hedges:
             self.hedges[deployment] = HedgePolicy(min_s=self.settings.hedge_min_s,
+                                                  initial_s=self.settings.hedge_initial_s,
                                                   ratio=self.settings.hedge_ratio)
         return self.hedges[deployment]
 

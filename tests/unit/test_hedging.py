@@ -209,6 +209,20 @@ def test_hedge_delay_follows_recent_waits_with_a_floor():
     assert policy.delay_s() == pytest.approx(1.2)  # the slow model hedges late
 
 
+def test_hedge_delay_is_learned_after_a_few_sentences():
+    policy = HedgePolicy(min_s=0.3, initial_s=3.0, factor=1.5)
+    for _ in range(HedgePolicy.MIN_SAMPLES - 1):
+        policy.observe(1.0)
+        assert policy.delay_s() == 3.0  # the model's speed is not known yet
+    policy.observe(1.0)
+    assert policy.delay_s() == pytest.approx(1.5)
+
+
+def test_the_first_sentences_wait_the_configured_initial_delay():
+    policy = calls_with(RoutingState(), hedge_initial_s=2.5).hedge("KokoroTTS")
+    assert policy.delay_s() == 2.5
+
+
 def test_hedge_budget_is_a_share_of_calls():
     policy = HedgePolicy(ratio=0.1, burst=2)
     assert policy.take() and policy.take() and not policy.take()
