@@ -15,6 +15,7 @@ the same key, and ``cancel(key)`` stops only those.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import OrderedDict
 from typing import Protocol
@@ -133,6 +134,10 @@ class TTSEngine:
     def sample_rate(self) -> int:
         return self._loaded().sample_rate
 
+    @property
+    def device(self) -> str:
+        return self._loaded().device
+
     def cancel(self, key: CancelKey) -> int:
         """Stop the syntheses of ``key`` (running now or asked later); see CancelBook."""
         return self.cancels.cancel(key)
@@ -170,6 +175,18 @@ class TTSReplica(ModelReplica):
     """Base of the TTS deployments: one sentence per call, in a thread so cancel() is served meanwhile."""
 
     engine: TTSEngine
+    _turns: asyncio.Semaphore | None = None
+
+    def turns(self) -> asyncio.Semaphore | contextlib.nullcontext:
+        """On CPU, one sentence computes at a time, in the order asked: each already uses
+        the replica's whole thread budget (its ``num_cpus``), so a second would only share
+        those cores and slow the sentence a caller waits for (the first) by the one it
+        asked ahead. On a GPU the calls run as they come."""
+        if self.engine.device != "cpu":
+            return contextlib.nullcontext()
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(1)
+        return self._turns
 
     async def synthesize(
         self, index: int, sentence: str, voice: str | None = None, speed: float = 1.0,
@@ -177,8 +194,9 @@ class TTSReplica(ModelReplica):
     ) -> SpeechPiece:
         """Sentence ``index`` of the caller's text as a SpeechPiece (ValueError on bad input)."""
         rate = sample_rate or self.engine.sample_rate
-        pcm = await asyncio.to_thread(
-            self.engine.synthesize, sentence, voice, speed, rate, style, key)
+        async with self.turns():
+            pcm = await asyncio.to_thread(
+                self.engine.synthesize, sentence, voice, speed, rate, style, key)
         return SpeechPiece(index, pcm.tobytes(), rate, self.placement.host)
 
     def voices(self) -> list[str]:

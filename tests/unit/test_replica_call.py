@@ -108,3 +108,35 @@ def test_a_cuda_oom_in_any_method_is_a_503_error_for_that_call(piper_replica, mo
         piper_replica.voices()
     assert errors == [{"method": "voices", "kind": "gpu_oom"}]
     assert piper_replica.info().model.startswith("piper-")
+
+
+def test_cpu_tts_replica_computes_one_sentence_at_a_time_in_the_order_asked(piper_replica):
+    """Each synthesis uses the replica's whole thread budget: a sentence asked ahead waits
+    its turn rather than sharing the cores with the one the caller is waiting for."""
+    import threading
+    import time
+
+    engine = piper_replica.engine
+    spans: list[tuple[int, float, float]] = []
+    real = engine.synthesize
+    lock = threading.Lock()
+
+    def timed(sentence, *args):
+        start = time.perf_counter()
+        try:
+            return real(sentence, *args)
+        finally:
+            with lock:
+                spans.append((int(sentence.split()[1]), start, time.perf_counter()))
+
+    engine.synthesize = timed
+
+    async def three():
+        return await asyncio.gather(*(piper_replica.synthesize(i, f"Sentence {i} of three.")
+                                      for i in range(3)))
+
+    pieces = asyncio.run(three())
+    assert [p.index for p in pieces] == [0, 1, 2] and all(p.pcm for p in pieces)
+    spans.sort(key=lambda s: s[1])
+    assert [s[0] for s in spans] == [0, 1, 2]  # computed in the order asked
+    assert all(a[2] <= b[1] for a, b in zip(spans, spans[1:]))  # never two at once
