@@ -175,18 +175,32 @@ class TTSReplica(ModelReplica):
     """Base of the TTS deployments: one sentence per call, in a thread so cancel() is served meanwhile."""
 
     engine: TTSEngine
-    _turns: asyncio.Semaphore | None = None
+    _firsts: set[asyncio.Event] | None = None
 
-    def turns(self) -> asyncio.Semaphore | contextlib.nullcontext:
-        """On CPU, one sentence computes at a time, in the order asked: each already uses
-        the replica's whole thread budget (its ``num_cpus``), so a second would only share
-        those cores and slow the sentence a caller waits for (the first) by the one it
-        asked ahead. On a GPU the calls run as they come."""
+    @contextlib.asynccontextmanager
+    async def turn(self, index: int):
+        """On CPU a text's first sentence computes without its later ones: those wait for the
+        first sentences already computing when they arrive (not for ones that come later,
+        so they never starve), then run as they come. Each synthesis uses the replica's
+        whole thread budget (its ``num_cpus``), and a sentence asked ahead slowed the first
+        one, which the caller is waiting for, by sharing those cores. Callers' first
+        sentences still run side by side. On a GPU every call runs as it comes."""
         if self.engine.device != "cpu":
-            return contextlib.nullcontext()
-        if self._turns is None:
-            self._turns = asyncio.Semaphore(1)
-        return self._turns
+            yield
+            return
+        if self._firsts is None:
+            self._firsts = set()
+        if index > 0:
+            await asyncio.gather(*(done.wait() for done in list(self._firsts)))
+            yield
+            return
+        done = asyncio.Event()
+        self._firsts.add(done)
+        try:
+            yield
+        finally:
+            self._firsts.discard(done)
+            done.set()
 
     async def synthesize(
         self, index: int, sentence: str, voice: str | None = None, speed: float = 1.0,
@@ -194,7 +208,7 @@ class TTSReplica(ModelReplica):
     ) -> SpeechPiece:
         """Sentence ``index`` of the caller's text as a SpeechPiece (ValueError on bad input)."""
         rate = sample_rate or self.engine.sample_rate
-        async with self.turns():
+        async with self.turn(index):
             pcm = await asyncio.to_thread(
                 self.engine.synthesize, sentence, voice, speed, rate, style, key)
         return SpeechPiece(index, pcm.tobytes(), rate, self.placement.host)
