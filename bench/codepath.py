@@ -1,4 +1,4 @@
-"""GPU engines' code paths with random weights from small configs: no quality, only plumbing.
+"""GPU engines' code paths with random weights: no quality, only plumbing and memory.
 
 Each function runs one declared model's production backend (the one a GPU
 node loads) on ``device`` and returns a short note with the warm call's time;
@@ -6,8 +6,9 @@ node loads) on ``device`` and returns a short note with the warm call's time;
 configs (the CPU tests); ``size="production"`` builds the production models'
 own dimensions (Qwen3-Embedding 0.6B and 8B, Whisper large-v3, GLiNER's
 mDeBERTa-v3-base; Kokoro's config is its real one at both sizes), so that on
-a GPU the peak memory is the real model's and can be held to its declared cap. Used by ``bench/gpu_smoke.py`` (on CUDA, no Ray) and by
-the code-path unit tests (on CPU). Nothing here downloads anything: the
+a GPU the peak memory is the real model's and can be held to its declared cap.
+Each calls ``built()`` once its model is built, before it serves. Used by
+``bench/gpu_smoke.py`` (on CUDA, no Ray) and by the code-path unit tests (on CPU). Nothing here downloads anything: the
 tokenizers are built in place and every library is imported lazily, so a
 missing one is reported by the caller as a skip.
 """
@@ -79,14 +80,8 @@ GLINER_DIMS = {
 }
 
 
-def no_hook() -> None:
+def nothing() -> None:
     pass
-
-
-built: Callable[[], None] = no_hook
-"""Called by each code path once its model is built, before it serves: the GPU smoke hooks
-it to apply the declared cap and count peak memory from there, so the random build (not how
-production loads weights) stays out of the serving peak."""
 
 
 def warm_ms(run: Callable[[], object], device: str, repeats: int = 3) -> float:
@@ -189,7 +184,8 @@ def tiny_gliner(folder: Path, model_name: str, size: str = "small") -> Path:
 
 # --- one function per declared model: build, run, say what came out and the warm time ------
 
-def embedder(device: str, size: str = "small", dims: str = "0.6B") -> str:
+def embedder(device: str, size: str = "small", built: Callable[[], None] = nothing,
+             dims: str = "0.6B") -> str:
     from deployments.embedding import ENCODE_CHUNK, EmbeddingEngine, Qwen3Backend
     from deployments.settings import EmbeddingSettings
 
@@ -202,7 +198,7 @@ def embedder(device: str, size: str = "small", dims: str = "0.6B") -> str:
     engine.backend = Qwen3Backend(f"random-qwen3-{dims}", model, tok, settings.max_seq_length,
                                   tokens)
     # Production: one full forward chunk of inputs at the longest the model sees (the peak).
-    words = 8 if size == "small" else engine.settings.max_seq_length
+    words = 8 if size == "small" else settings.max_seq_length
     count = 32 if size == "small" else ENCODE_CHUNK
     texts = [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(words)) for i in range(count)]
     vectors = engine.embed(texts, is_query=True, dimensions=32).vectors
@@ -211,11 +207,11 @@ def embedder(device: str, size: str = "small", dims: str = "0.6B") -> str:
     return f"vectors {vectors.shape}, {count} texts of {words} words warm {ms:.1f} ms"
 
 
-def batch_embedder(device: str, size: str = "small") -> str:
-    return embedder(device, size, dims="8B")
+def batch_embedder(device: str, size: str = "small", built: Callable[[], None] = nothing) -> str:
+    return embedder(device, size, built, dims="8B")
 
 
-def whisper(device: str, size: str = "small") -> str:
+def whisper(device: str, size: str = "small", built: Callable[[], None] = nothing) -> str:
     from deployments import audio
     from deployments.settings import WhisperSettings
     from deployments.stt import OpenAIWhisperBackend, WhisperEngine
@@ -233,7 +229,7 @@ def whisper(device: str, size: str = "small") -> str:
     return f"{len(result.segments)} segments, 5 s clip warm {ms:.1f} ms (8 tokens a window)"
 
 
-def kokoro(device: str, size: str = "small") -> str:
+def kokoro(device: str, size: str = "small", built: Callable[[], None] = nothing) -> str:
     import torch
 
     from deployments.kokoro import KModelBackend
@@ -257,7 +253,7 @@ def kokoro(device: str, size: str = "small") -> str:
             f"warm {ms:.1f} ms")
 
 
-def gliner_ner(device: str, size: str = "small") -> str:
+def gliner_ner(device: str, size: str = "small", built: Callable[[], None] = nothing) -> str:
     from deployments.ner import NerEngine
     from deployments.settings import NerSettings
 
@@ -276,7 +272,7 @@ def gliner_ner(device: str, size: str = "small") -> str:
     return f"{len(spans[0])} spans, 16 texts of up to {words} words warm {ms:.1f} ms"
 
 
-def vector_index(device: str, size: str = "small") -> str:
+def vector_index(device: str, size: str = "small", built: Callable[[], None] = nothing) -> str:
     from deployments.vector_index import CuvsBackend, ExactBackend
 
     rng = np.random.default_rng(0)
@@ -291,7 +287,7 @@ def vector_index(device: str, size: str = "small") -> str:
     return f"{type(backend).__name__}, {len(rows)} rows, 32 queries warm {ms:.1f} ms"
 
 
-def graph_index(device: str, size: str = "small") -> str:
+def graph_index(device: str, size: str = "small", built: Callable[[], None] = nothing) -> str:
     from deployments.graph_index import CugraphBackend, NetworkXBackend
 
     backend = CugraphBackend() if device == "cuda" else NetworkXBackend()

@@ -111,31 +111,30 @@ def cuda_ready() -> bool:
 def run_one(name: str, code_path, device: str, cap_gb: float, size: str,
             apply_cap: bool = True) -> str:
     """Run one code path; its report line."""
-    import bench.codepath as codepath
-
     torch = sys.modules.get("torch")
     on_cuda = device == "cuda"
-    resident = [0]
+    resident = 0
 
-    def serving() -> None:
-        """The model is built: from here its cap holds and its peak counts."""
+    def built() -> None:
+        """The model is built: from here its cap holds and its peak counts, so the random
+        build (not how production loads weights) stays out of the serving peak."""
+        nonlocal resident
         if on_cuda:
             from deployments.runtime import cap_gpu_memory
 
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
-            resident[0] = torch.cuda.memory_allocated()
+            resident = torch.cuda.memory_allocated()
             if apply_cap:
                 cap_gpu_memory(cap_gb)
             torch.cuda.reset_peak_memory_stats()
 
     if on_cuda:
-        torch.cuda.set_per_process_memory_fraction(1.0, 0)
+        torch.cuda.set_per_process_memory_fraction(1.0, 0)  # the previous model's cap
         torch.cuda.empty_cache()
-    codepath.built = serving
     start = time.perf_counter()
     try:
-        note = code_path(device, size)
+        note = code_path(device, size, built)
     except ImportError as exc:
         return f"{name:14} skip  {exc.name or exc} not installed"
     except Exception as exc:
@@ -148,20 +147,22 @@ def run_one(name: str, code_path, device: str, cap_gb: float, size: str,
     peak = torch.cuda.max_memory_allocated() / MIB
     within = "within" if cap_gb <= 0 or peak <= cap_gb * 1024 else "OVER"
     applied = "" if apply_cap else "not applied, "
-    return (f"{name:14} ok    {seconds:6.2f} s  weights {resident[0] / MIB:8.1f} MiB  "
+    return (f"{name:14} ok    {seconds:6.2f} s  weights {resident / MIB:8.1f} MiB  "
             f"peak {peak:8.1f} MiB  cap {cap_gb:g} GiB ({applied}{within})  {note}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(REPO))
+    from bench.codepath import SIZES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("--size", choices=("small", "production"), default="small",
+    parser.add_argument("--size", choices=SIZES, default="small",
                         help="model dimensions: small configs, or the production models' own")
     parser.add_argument("--no-cap", action="store_true",
                         help="measure each peak without applying its cap (to size gpu_memory_gb)")
     parser.add_argument("--only", nargs="*", help="deployment names (default: every declared one)")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO))
     without_ray()
     without_spacy()
     from bench.codepath import CODE_PATHS, NOT_SMOKED

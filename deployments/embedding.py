@@ -64,11 +64,10 @@ def token_chunks(lengths: list[int], max_texts: int, max_tokens: int) -> list[sl
     longest, at most ``max_tokens`` (one input longer than that goes alone)."""
     chunks, start, longest = [], 0, 0
     for i, n in enumerate(lengths):
-        wider = max(longest, n)
-        if i > start and (i - start >= max_texts or (i - start + 1) * wider > max_tokens):
+        longest = max(longest, n)
+        if i > start and (i - start >= max_texts or (i - start + 1) * longest > max_tokens):
             chunks.append(slice(start, i))
-            start, wider = i, n
-        longest = wider
+            start, longest = i, n
     if lengths:
         chunks.append(slice(start, len(lengths)))
     return chunks
@@ -82,15 +81,14 @@ class Qwen3Backend:
 
     supports_dimensions = True
 
-    def __init__(self, model_id: str, model, tokenizer, max_seq_length: int,
-                 forward_tokens: int = 8192):
+    def __init__(self, model_id: str, model, tokenizer, max_seq_length: int, forward_tokens: int):
         self.model_id = model_id
         self.forward_tokens = forward_tokens
         """Padded tokens per forward pass (with ENCODE_CHUNK texts), which bounds activations."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"  # the pooling reads the last position
-        self.device = str(model.device.type)
+        self.device = model.device.type
         self.max_seq_length = max_seq_length
         self.dim = int(model.config.hidden_size)
 
@@ -101,7 +99,7 @@ class Qwen3Backend:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+        tokenizer = AutoTokenizer.from_pretrained(path)
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         model = AutoModel.from_pretrained(path, dtype=dtype).to(device)
         return cls(model_id, model, tokenizer, max_seq_length, forward_tokens)
