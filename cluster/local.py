@@ -44,7 +44,14 @@ HEALTH_ENV = {
 # Serve's throughput-optimized mode (docs/performance.md): each node's Gateway answers HTTP
 # itself (direct ingress, ports from 30000), gRPC between replicas, user code on the
 # replica's own event loop, buffered request logs (flushed every second by deployments.logs).
-SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")}
+# In that mode replicas call each other over gRPC, which refuses a message over 4 MiB unless
+# told otherwise: an upload goes to WhisperSTT as it came (up to 25 MiB, OpenAI's limit), so
+# 64 MiB bounds every request the edge admits (tests/unit/test_serve_env.py).
+REPLICA_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVE_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1"),
+    "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(REPLICA_MESSAGE_BYTES),
+}
 
 
 @dataclass(frozen=True)
