@@ -10,10 +10,11 @@ Serve retries a call only when its replica died before accepting it; once
 accepted, a node's death fails it, and only after Ray notices (seconds). So
 each sentence is watched here:
 
-* hedging: when the sentence is later than usual (``HedgePolicy``), it is
-  asked of the other node too, and whichever answers first is kept; the other
-  call is cancelled. A node that just died costs one hedge delay, not Ray's
-  detection time;
+* hedging: when the caller has waited for a sentence longer than usual
+  (``HedgePolicy``), it is asked of the other node too, and whichever answers
+  first is kept; the other call is cancelled. A node that just died costs one
+  hedge delay, not Ray's detection time: once it is suspected, the sentences
+  already asked of it are copied as soon as the caller waits for them;
 * retry: when a replica dies or stalls past the piece deadline, the sentence
   is asked again on another node. Only sentences not yet delivered are ever
   asked again, so the speech has no gap and no repeat.
@@ -57,8 +58,8 @@ REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUna
 class HedgePolicy:
     """When a late sentence is worth asking of the other node as well ("hedged requests").
 
-    The delay is ``factor`` times the recent 90th-percentile wait for a
-    sentence (at least ``min_s``), so a slow model hedges late. Until it has
+    The delay is ``factor`` times the recent 90th-percentile time a caller
+    waited for a sentence (at least ``min_s``), so a slow model hedges late. Until it has
     seen ``MIN_SAMPLES`` sentences it does not know the model's speed and waits
     ``initial_s``: a hedge on a healthy cluster is a second full synthesis, and a
     1 s start hedged every first sentence of Kokoro on CPU (~1 s each), slowing
@@ -76,8 +77,10 @@ class HedgePolicy:
         self.ratio, self.burst, self.tokens = ratio, burst, burst
         self.waits: deque[float] = deque(maxlen=self.SAMPLES)
 
-    def observe(self, wait_s: float) -> None:
-        self.waits.append(wait_s)
+    def observe(self, wait_s: float | None) -> None:
+        """One sentence delivered; ``wait_s``: how long its caller waited for it (None: not at all)."""
+        if wait_s is not None:
+            self.waits.append(wait_s)
         self.tokens = min(self.burst, self.tokens + self.ratio)
 
     def delay_s(self) -> float:
@@ -224,6 +227,7 @@ class SpeechStream:
         self.resumed = 0
         self.request_id = current_request_id()
         self._asked: dict[int, asyncio.Task] = {}
+        self._awaited: dict[int, asyncio.Event] = {}  # set once the caller waits for the sentence
         self._ask_through(0)
 
     def _ask_through(self, index: int) -> None:
@@ -232,7 +236,8 @@ class SpeechStream:
         for i in range(index, last):
             if i not in self._asked:
                 self.meter.started()
-                task = asyncio.ensure_future(self._sentence(i))
+                self._awaited[i] = asyncio.Event()
+                task = asyncio.ensure_future(self._sentence(i, self._awaited[i]))
                 task.add_done_callback(self._booked)
                 self._asked[i] = task
 
@@ -243,6 +248,7 @@ class SpeechStream:
         try:
             for i in range(len(self.sentences)):
                 self._ask_through(i)
+                self._awaited.pop(i).set()
                 piece = await self._asked.pop(i)
                 self.host = self.host or piece.host
                 yield piece
@@ -250,14 +256,14 @@ class SpeechStream:
             for task in self._asked.values():
                 task.cancel()
 
-    async def _sentence(self, index: int) -> SpeechPiece:
+    async def _sentence(self, index: int, awaited: asyncio.Event) -> SpeechPiece:
         """Sentence ``index``, from whichever node answers it first, retried on another
         node when a replica is lost or stalls, waiting out full queues for a while."""
         attempt, backoff = 1, 0.05
         queue_until = time.monotonic() + self.settings.queue_wait_s
         while True:
             try:
-                return await self._race(index)
+                return await self._race(index, awaited)
             except BackPressureError:
                 # Every replica's queue is full. Often a burst (a node starting up
                 # takes the CPU): wait a little for room, then the gateway answers
@@ -291,59 +297,78 @@ class SpeechStream:
             index, self.sentences[index], key=self.key, **self.synth)
         return call, call_id
 
-    async def _race(self, index: int) -> SpeechPiece:
+    async def _race(self, index: int, awaited: asyncio.Event) -> SpeechPiece:
         """Sentence ``index`` from one call, or from a hedge on another node if that is first.
+
+        The hedge clock starts when the caller starts waiting for the sentence, not
+        when it was asked: a sentence asked ahead is meant to take its time (on CPU
+        it even waits for the first sentence, ``TTSReplica.turn``), and a copy of
+        it would only compete with the sentence the caller is waiting for. Where the
+        call went to a node already suspected, the copy goes at once, so a dead node
+        costs one hedge delay in all, not one per sentence asked ahead.
 
         Raises CallLost past the piece deadline or when every call in the race
         was lost, BackPressureError when the last one was refused for full queues.
         """
-        asked = time.monotonic()
-        deadline = asked + self.settings.piece_timeout_s
+        deadline = time.monotonic() + self.settings.piece_timeout_s
         first, first_id = self._call(index)
         racing = {asyncio.ensure_future(first): first}
         calls = [first]  # the first call, then its hedge
-        wait = self.hedge.delay_s()
+        caller = asyncio.ensure_future(awaited.wait())
+        waited_from: float | None = None  # when the caller started waiting
+        hedge_at: float | None = None  # when to try a hedge, once the caller waits
         lost: BaseException | None = None
         try:
             while racing:
-                timeout = max(0.0, min(wait, deadline - time.monotonic()))
-                done, _ = await asyncio.wait(racing, timeout=timeout,
+                if waited_from is None and awaited.is_set():
+                    waited_from = time.monotonic()
+                    suspect = self.routing.served_by(first_id) in self.routing.suspected()
+                    hedge_at = waited_from + (0.0 if suspect else self.hedge.delay_s())
+                wake = deadline if hedge_at is None else min(deadline, hedge_at)
+                watch = set(racing) | ({caller} if waited_from is None else set())
+                done, _ = await asyncio.wait(watch, timeout=max(0.0, wake - time.monotonic()),
                                              return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+                for task in done - {caller}:
                     call = racing.pop(task)
                     try:
                         piece = task.result()
                     except (*REPLICA_LOST, BackPressureError) as exc:
                         lost = exc  # the others in the race may still answer
                         continue
-                    self._settle(call is not first, first_id, asked)
+                    self._settle(call is not first, first_id, waited_from)
                     return piece
-                if not done:
-                    late = self.routing.served_by(first_id)
-                    if time.monotonic() >= deadline:
-                        raise CallLost(late, stalled=True)
-                    # Only where another node has a replica: a copy queued behind the slow
-                    # call on the same replica would only add load.
-                    elsewhere = self.routing.replica_hosts(self.name) - {late}
-                    if len(calls) == 1 and elsewhere and self.hedge.take():
-                        self.routing.steer_away(self.request_id, late)
-                        log.info("%s: sentence %d late on %s, hedging", self.name, index,
-                                 late or "?")
-                        copy, _ = self._call(index)
-                        calls.append(copy)
-                        racing[asyncio.ensure_future(copy)] = copy
-                    wait = deadline - time.monotonic()
+                now = time.monotonic()
+                if racing and now >= deadline:
+                    raise CallLost(self.routing.served_by(first_id), stalled=True)
+                if racing and hedge_at is not None and now >= hedge_at:
+                    hedge_at = None  # one hedge per call, tried once
+                    self._hedge(index, first_id, racing, calls)
             if isinstance(lost, BackPressureError):
                 raise lost
             raise CallLost(self.routing.served_by(first_id), stalled=False)
         finally:
+            caller.cancel()
             for task, call in racing.items():
                 task.cancel()
                 call.cancel()
 
-    def _settle(self, hedge_won: bool, first_id: str, asked: float) -> None:
-        """Book the race: the wait, and a hedge that beat a silent call suspects its node."""
-        self.hedge.observe(time.monotonic() - asked)
+    def _hedge(self, index: int, first_id: str, racing: dict, calls: list) -> None:
+        """Ask sentence ``index`` of another node too, if one has a replica and the budget allows."""
+        late = self.routing.served_by(first_id)
+        # Only where another node has a replica: a copy queued behind the slow
+        # call on the same replica would only add load.
+        elsewhere = self.routing.replica_hosts(self.name) - {late}
+        if elsewhere and self.hedge.take():
+            self.routing.steer_away(self.request_id, late)
+            log.info("%s: sentence %d late on %s, hedging", self.name, index, late or "?")
+            copy, _ = self._call(index)
+            calls.append(copy)
+            racing[asyncio.ensure_future(copy)] = copy
+
+    def _settle(self, hedge_won: bool, first_id: str, waited_from: float | None) -> None:
+        """Book the race: the caller's wait (None: the piece came before it was awaited),
+        and a hedge that beat a silent call suspects its node."""
+        self.hedge.observe(None if waited_from is None else time.monotonic() - waited_from)
         if hedge_won:
             self.resumed += 1
             self.routing.suspect(self.routing.served_by(first_id), self.settings.suspect_s)

@@ -38,9 +38,11 @@ class Call:
     """One sentence asked of the replica on ``host``: its piece, or silence when the
     node is dead, or a full-queue refusal."""
 
-    def __init__(self, engine, host: str, index: int, sentence: str, dead: bool, full: bool):
+    def __init__(self, engine, host: str, index: int, sentence: str, dead: bool, full: bool,
+                 delay_s: float = 0.0):
         self.host, self.index, self.sentence = host, index, sentence
         self.engine, self.dead, self.full, self.cancelled = engine, dead, full, False
+        self.delay_s = delay_s
 
     def __await__(self):
         return self._answer().__await__()
@@ -50,6 +52,7 @@ class Call:
             raise BackPressureError(num_queued_requests=8, max_queued_requests=8)
         if self.dead:
             await asyncio.Event().wait()  # never answers
+        await asyncio.sleep(self.delay_s)
         pcm = await asyncio.to_thread(self.engine.synthesize, self.sentence)
         return SpeechPiece(self.index, pcm.tobytes(), self.engine.sample_rate, self.host)
 
@@ -61,13 +64,16 @@ class TwoNodeHandle:
     """Replicas on panda (preferred) and titan, chosen like PreferredHostRouter does.
 
     ``dies_after[host]``: that node answers so many calls, then none.
+    ``slow[index]``: seconds every call for that sentence waits before it computes.
     """
 
     deployment_name = "PiperTTS"
 
     def __init__(self, engine, routing: RoutingState, dies_after: dict[str, int],
-                 full_for: int = 0, hosts: tuple[str, ...] = ("panda", "titan")):
+                 full_for: int = 0, hosts: tuple[str, ...] = ("panda", "titan"),
+                 slow: dict[int, float] | None = None):
         self.engine, self.routing, self.dies_after = engine, routing, dict(dies_after)
+        self.slow = slow or {}
         self.calls: list[Call] = []
         self.full_for, self.hosts = full_for, list(hosts)
 
@@ -85,7 +91,7 @@ class TwoNodeHandle:
         self.routing.routed(self.deployment_name, self.session_id, set(self.hosts), host)
         full = len(self.calls) < self.full_for
         left = self.dies_after.get(host)
-        call = Call(self.engine, host, index, sentence, left == 0, full)
+        call = Call(self.engine, host, index, sentence, left == 0, full, self.slow.get(index, 0.0))
         if left is not None and not full:
             self.dies_after[host] = max(0, left - 1)
         self.calls.append(call)
@@ -141,6 +147,40 @@ async def test_a_sentence_late_on_a_dead_node_is_hedged_to_the_other(piper, rout
     # two hedges spent, three sentences earned back a tenth each
     assert len(policy.waits) == 3
     assert policy.tokens == pytest.approx(policy.burst - 2 + 2 * policy.ratio)
+
+
+@ASYNC
+async def test_a_sentence_asked_ahead_is_not_hedged_before_the_caller_waits_for_it(piper, routing):
+    """Sentence 1 is slower than the hedge delay but done before the caller, still
+    playing sentence 0, asks for it: a copy would only have competed with sentence 0."""
+    handle = TwoNodeHandle(piper, routing, {}, slow={1: 0.6})
+    policy = HedgePolicy(initial_s=0.3)
+    stream = calls_with(routing, policy).stream(handle, SENTENCES, CancelKey.new("speech"))
+    pieces = []
+    async for piece in stream.pieces():
+        pieces.append(piece)
+        if piece.index == 0:
+            await asyncio.sleep(1.2)  # the caller plays sentence 0
+    assert [p.index for p in pieces] == [0, 1, 2]
+    assert [c.host for c in handle.calls] == ["panda"] * 3  # no copy of sentence 1
+    assert policy.tokens == policy.burst and stream.resumed == 0
+    assert len(policy.waits) == 2  # sentence 1 kept nobody waiting: no sample
+
+
+@ASYNC
+async def test_a_dead_node_costs_one_hedge_delay_for_all_the_sentences_asked_of_it(piper, routing):
+    """Panda dies after sentence 0 with sentences 1 and 2 asked of it. Sentence 1's hedge
+    suspects panda, so sentence 2 is copied to titan as soon as the caller waits for it,
+    not one more hedge delay later."""
+    handle = TwoNodeHandle(piper, routing, {"panda": 1})
+    delay = 1.5
+    calls = calls_with(routing, HedgePolicy(initial_s=delay), prefetch_sentences=2)
+    started = asyncio.get_running_loop().time()
+    stream, pieces = await asyncio.wait_for(speak(calls, handle), 20)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert [p.host for p in pieces] == ["panda", "titan", "titan"]
+    assert [c.index for c in handle.calls if c.host == "panda"] == [0, 1, 2]
+    assert delay < elapsed < 2 * delay  # one hedge delay (sentence 1), none for sentence 2
 
 
 @ASYNC
