@@ -24,7 +24,7 @@ import time
 import aiohttp
 import orjson
 
-from bench.report import Run, header, measure, publish
+from bench.report import Run, header, measure, publish, replica_threads
 from cluster import sandbox
 from deployments.embedding import EmbeddingEngine
 from deployments.settings import EmbeddingSettings
@@ -137,6 +137,7 @@ def main() -> None:
     finally:
         box.stop()
 
+    threads = replica_threads("Embedder")
     lines = [
         "## Embeddings and the gateway's overhead (`/v1/embeddings`, all-MiniLM-L6-v2 on CPU)",
         "",
@@ -146,7 +147,8 @@ def main() -> None:
         "cluster with the whole `serve_config.yaml` deployed; the load generator (aiohttp) "
         "shares the 2 cores. In-process = `EmbeddingEngine.embed` in one process with "
         "torch's default threads: one sentence at a time, and the same sentences 32 at a time "
-        "(the engine's best). The Embedder replica computes on 1 thread (its `num_cpus`).",
+        f"(the engine's best). The Embedder replica computes on {threads} torch threads (its "
+        "`num_cpus`), all on one thread of its own (`ModelReplica.ONE_ENGINE_THREAD`).",
         "",
         "| round | in-process 1 sentence p50 | served 1 sentence p50 | served - in-process "
         f"(target <= {TARGET_SINGLE_MS:g} ms) | in-process batched 32 | served at concurrency 32 "

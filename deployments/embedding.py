@@ -225,6 +225,8 @@ def qwen3_weights(model_id: str) -> Weights:
 class Embedder(ModelReplica):
     """Serves one EmbeddingEngine; batches concurrent requests into one forward pass."""
 
+    ONE_ENGINE_THREAD = True
+
     def configure(self, user_config: dict) -> None:
         self._embed_batch.set_max_batch_size(int(user_config.get("max_batch_size", 32)))
         self._embed_batch.set_batch_wait_timeout_s(
@@ -257,7 +259,7 @@ class Embedder(ModelReplica):
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _embed_batch(self, requests: list[tuple]) -> list[Embeddings]:
-        return await asyncio.to_thread(self._embed_many, requests)
+        return await self._on_engine_thread(self._embed_many, requests)
 
     def _embed_many(self, requests: list[tuple]) -> list[Embeddings]:
         """One forward pass for all texts of all requests, split back per request."""

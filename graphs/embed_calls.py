@@ -3,9 +3,13 @@
 A handle hop costs the caller and the replica more CPU than one sentence's
 share of a batched forward pass (docs/performance.md), so the gateway and the
 retrieval graph do not send one call per request: requests that arrive while
-calls are in flight leave together in the next one. There is no timer: a
-request that finds a free slot leaves at once. The Embedder still batches
-across its callers.
+a call is in flight leave together in the next one. There is no timer: a
+request that finds no call in flight leaves at once. A second call leaves
+beside one in flight only with half a batch or more (``PIPELINED``): it waits
+in the Embedder's queue while the first computes, so the model never idles
+between them, and it is worth a forward pass (one sentence alone costs the
+model ~4x its share of a batch of 30). Smaller ones wait for the call in
+flight. The Embedder still batches across its callers.
 
 Not ``@serve.batch``: its queue belongs to the decorated function, one per
 process, so two ``EmbedCalls`` (Embedder and BatchEmbedder in one gateway)
@@ -25,6 +29,8 @@ MAX_MERGED = 32
 """Requests per handle call (each may hold many texts; the engine chunks them)."""
 IN_FLIGHT = 2
 """Calls in flight at once: one computing, the next on its way."""
+PIPELINED = MAX_MERGED // 2
+"""Fewest requests a call takes to leave while another is in flight."""
 
 
 class EmbedCalls:
@@ -44,8 +50,10 @@ class EmbedCalls:
         return result
 
     def _send(self) -> None:
-        """Send what waits (skipping callers that gave up) while a slot is free."""
-        while self.waiting and len(self.in_flight) < IN_FLIGHT:
+        """Send what waits (skipping callers that gave up): at once when no call is in
+        flight, beside one in flight when ``PIPELINED`` requests or more wait."""
+        while self.waiting and (not self.in_flight or (
+                len(self.in_flight) < IN_FLIGHT and len(self.waiting) >= PIPELINED)):
             batch = [(r, f) for r, f in self.waiting[:MAX_MERGED] if not f.done()]
             del self.waiting[:MAX_MERGED]
             if batch:
