@@ -13,6 +13,7 @@ import inspect
 import logging
 import math
 import os
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol
@@ -26,8 +27,14 @@ from deployments.results import EngineInfo, ReplicaInfo
 log = logging.getLogger("ray.serve")
 
 GIB = 1024**3
-HEALTH_PROBE_EVERY_S = 30.0
-"""A replica that answered a request more recently than this is not probed."""
+HEALTH_PROBE_EVERY_S = 120.0
+"""A replica that answered a request more recently than this is not probed. A probe is a
+real inference (about a second of a core for Kokoro or Whisper on CPU); every 30 s, the
+idle cluster's probes took 12 % of a core here, and since every replica loads at once they
+ran together, a third of the 2 cores for a few seconds (docs/performance.md)."""
+HEALTH_PROBE_SPREAD = 0.5
+"""Each replica waits HEALTH_PROBE_EVERY_S times 1 to 1 + this (drawn once), so replicas that
+loaded together drift apart instead of probing together."""
 HEALTH_PROBE_TIMEOUT_S = 8.0
 """Longest wait for a probe (Serve's health_check_timeout_s is 10 s)."""
 
@@ -149,10 +156,11 @@ class ModelReplica:
             self._engine_thread.submit(self.engine.load).result()
         else:
             self.engine.load()
-        # When the engine last answered; check_health probes HEALTH_PROBE_EVERY_S after. A
-        # model that has just loaded counts: Serve's first check comes while every replica of
-        # the node starts at once, when a probe can take longer than its timeout.
+        # When the engine last answered; check_health probes probe_every_s after. A model
+        # that has just loaded counts: Serve's first check comes while every replica of the
+        # node starts at once, when a probe can take longer than its timeout.
         self.last_ok = time.monotonic()
+        self.probe_every_s = HEALTH_PROBE_EVERY_S * (1 + random.uniform(0, HEALTH_PROBE_SPREAD))
         self._probe: asyncio.Task | None = None
 
     def __init_subclass__(cls, **kwargs):
@@ -182,12 +190,12 @@ class ModelReplica:
     async def check_health(self) -> None:
         """Serve's health check: the engine must still answer a tiny real request.
 
-        A request that succeeded in the last HEALTH_PROBE_EVERY_S is proof enough;
+        A request that succeeded in the last ``probe_every_s`` is proof enough;
         otherwise the engine's ``probe()`` runs (one at a time). A probe that fails,
         or is still stuck from an earlier check, fails the check and Serve
         replaces this replica.
         """
-        if self.unavailable or time.monotonic() - self.last_ok < HEALTH_PROBE_EVERY_S:
+        if self.unavailable or time.monotonic() - self.last_ok < self.probe_every_s:
             return  # a replica without its model is alive; it refuses calls instead
         if self._probe is None:
             self._probe = asyncio.create_task(self._on_engine_thread(self.engine.probe))

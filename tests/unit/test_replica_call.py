@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 
 import pytest
 
@@ -147,3 +148,15 @@ def test_cpu_tts_replica_computes_a_first_sentence_without_the_later_ones(piper_
     first_end = spans["First"][1]
     assert spans["Ahead1"][0] >= first_end and spans["Ahead2"][0] >= first_end  # they waited
     assert spans["Other"][0] < first_end  # two callers' first sentences run side by side
+
+
+def test_replicas_that_load_together_probe_at_different_times():
+    # A probe is a real inference; replicas of one node all load at once and would probe together.
+    first, second = (replica_class(PIPER)(PIPER.engine, Settings(), "cpu") for _ in range(2))
+    spread = runtime.HEALTH_PROBE_EVERY_S * (1 + runtime.HEALTH_PROBE_SPREAD)
+    for replica in (first, second):
+        assert runtime.HEALTH_PROBE_EVERY_S <= replica.probe_every_s <= spread
+    assert first.probe_every_s != second.probe_every_s
+    first.last_ok = time.monotonic() - first.probe_every_s + 5  # proof 5 s younger than its interval
+    first.engine.backend.voice = None  # a probe would fail now
+    asyncio.run(first.check_health())
