@@ -7,6 +7,7 @@ Serve deployment around it: it adds dynamic batching across requests.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -16,7 +17,7 @@ from ray import serve
 from deployments.declaration import AVAILABLE, Availability, ModelDeclaration, Weights
 from deployments.profile import resolve_profile
 from deployments.results import EngineInfo, Embeddings
-from deployments.runtime import ModelReplica
+from deployments.runtime import EngineLanes, ModelReplica, cpu_threads
 from deployments.settings import DEFAULT_MODEL_CACHE, EmbeddingSettings, Settings
 
 ENCODE_CHUNK = 64  # texts per forward pass; bounds activation memory
@@ -48,15 +49,26 @@ class MiniLMBackend:
         self.model = SentenceTransformer(str(get_model_path()), device="cpu")
         self.model.max_seq_length = min(max_seq_length, self.model.max_seq_length)
         self.dim = self.model.get_embedding_dimension()
+        self.tokenizing = threading.Lock()
+        """A fast tokenizer is not safe to call from two threads at once ("Already
+        borrowed"): engine lanes take turns to tokenize, and compute side by side."""
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        tokens = self.model.tokenizer(
-            texts, truncation=True, max_length=self.model.max_seq_length
-        )["input_ids"]
-        vecs = self.model.encode(
-            texts, batch_size=ENCODE_CHUNK, normalize_embeddings=True, convert_to_numpy=True
-        )
-        return vecs.astype(np.float32, copy=False), [len(t) for t in tokens]
+        """Longest first, ENCODE_CHUNK at a time (as ``SentenceTransformer.encode``), each
+        text tokenized once: the token counts are read off the attention mask."""
+        import torch
+
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        vectors, counts = np.empty((len(texts), self.dim), np.float32), np.empty(len(texts), int)
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            part = order[start : start + ENCODE_CHUNK]
+            with self.tokenizing:
+                features = self.model.preprocess([texts[i] for i in part])
+            counts[part] = features["attention_mask"].sum(dim=1).numpy()
+            with torch.inference_mode():
+                pooled = self.model(features)["sentence_embedding"]
+            vectors[part] = torch.nn.functional.normalize(pooled, p=2, dim=1).numpy()
+        return vectors, counts.tolist()
 
 
 def token_chunks(lengths: list[int], max_texts: int, max_tokens: int) -> list[slice]:
@@ -223,9 +235,24 @@ def qwen3_weights(model_id: str) -> Weights:
 
 @serve.deployment(max_ongoing_requests=64)
 class Embedder(ModelReplica):
-    """Serves one EmbeddingEngine; batches concurrent requests into one forward pass."""
+    """Serves one EmbeddingEngine; batches concurrent requests into forward passes, one
+    per engine lane at a time."""
 
-    ONE_ENGINE_THREAD = True
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Made per replica, not on the class: as many batches compute at once as this
+        # replica has lanes (its num_cpus on CPU).
+        self._embed_batch = serve.batch(
+            max_batch_size=32, batch_wait_timeout_s=0.005,
+            max_concurrent_batches=self.lanes.count if self.lanes else 1,
+        )(self._embed_on_lane)
+
+    def engine_lanes(self) -> EngineLanes:
+        """On CPU one single-threaded lane per CPU Ray gave the replica (its ``num_cpus``);
+        on a GPU one lane, which keeps one batch's activations in the declared memory."""
+        if self.engine.profile == "cpu":
+            return EngineLanes(cpu_threads(), threads=1)
+        return EngineLanes(1)
 
     def configure(self, user_config: dict) -> None:
         self._embed_batch.set_max_batch_size(int(user_config.get("max_batch_size", 32)))
@@ -257,8 +284,7 @@ class Embedder(ModelReplica):
 
         return list(await asyncio.gather(*map(one, requests)))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _embed_batch(self, requests: list[tuple]) -> list[Embeddings]:
+    async def _embed_on_lane(self, requests: list[tuple]) -> list[Embeddings]:
         return await self._on_engine_thread(self._embed_many, requests)
 
     def _embed_many(self, requests: list[tuple]) -> list[Embeddings]:

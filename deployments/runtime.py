@@ -117,6 +117,40 @@ def cpu_onnx_session(model_path: str | os.PathLike):
                                         providers=["CPUExecutionProvider"])
 
 
+def compute_on(threads: int) -> None:
+    """Torch's CPU threads for calls from this thread (0: leave them as they are).
+
+    OpenMP's thread count belongs to the calling thread, so each lane sets its own."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+class EngineLanes:
+    """Threads of a replica's own that run every call of its engine (load, forward
+    passes, probes), each computing on ``threads`` CPU threads.
+
+    Torch on CPU keeps an OpenMP team per calling thread: forward passes from
+    asyncio's pool make several teams, which spin against each other at their
+    barriers (a 2-thread MiniLM forward took 13 ms instead of 7 once another thread
+    had run one). A lane is one calling thread, so one team. Lanes of one thread
+    each have no team at all: ``count`` of them compute ``count`` batches side by
+    side, and one preempted by another process wastes no other core spinning
+    (MiniLM, two 1-thread lanes: 1.2-1.3x the sentences/s of one 2-thread forward
+    pass at a time, in one process; docs/performance.md, cut 13).
+    """
+
+    def __init__(self, count: int = 1, threads: int = 0):
+        self.count = count
+        self.pool = ThreadPoolExecutor(count, thread_name_prefix="engine",
+                                       initializer=compute_on, initargs=(threads,))
+
+    async def run(self, fn: Callable, *args) -> Any:
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, call)
+
+
 class ModelReplica:
     """Base of model deployments: cap memory, load the engine, report where it runs.
 
@@ -127,11 +161,6 @@ class ModelReplica:
     Lifecycle hooks (``reconfigure``, ``configure``, ``check_health``) are not calls.
     """
 
-    ONE_ENGINE_THREAD = False
-    """Run every engine call (load, forward passes, probes) on one thread of the replica's
-    own, for torch on CPU: OpenMP keeps a team of threads per calling thread, and forward
-    passes from two threads make two teams that spin against each other (a 2-thread
-    MiniLM forward took 13 ms instead of 7 once another thread had run one)."""
     LIFECYCLE = frozenset({"reconfigure", "configure", "check_health"})
     BOOKKEEPING = frozenset({"info", "voices", "cancel", "content_hashes"})
     """Calls whose success says nothing about the engine (they do not spare a health probe)."""
@@ -145,15 +174,14 @@ class ModelReplica:
         self.gpu_fraction = cap_gpu_memory(gpu_memory_gb)
         self.metrics = ReplicaMetrics(_deployment_name(type(self).__name__), gpu_memory_gb)
         self.placement = current_placement()
-        self._engine_thread = (ThreadPoolExecutor(1, thread_name_prefix="engine")
-                         if self.ONE_ENGINE_THREAD else None)
         # Decided here, on the node that runs the replica: its hardware, its disk.
         self.engine, self.unavailable = engine_on_this_node(make_engine, settings, profile)
+        self.lanes = None if self.unavailable else self.engine_lanes()
         if self.unavailable:
             log.warning("%s on %s takes no calls: %s", self.metrics.deployment,
                         self.placement.host, self.unavailable)
-        elif self._engine_thread:
-            self._engine_thread.submit(self.engine.load).result()
+        elif self.lanes:
+            self.lanes.pool.submit(self.engine.load).result()
         else:
             self.engine.load()
         # When the engine last answered; check_health probes probe_every_s after. A model
@@ -179,13 +207,17 @@ class ModelReplica:
     def configure(self, user_config: dict) -> None:
         """Hook for per-deployment settings (batch sizes...)."""
 
+    def engine_lanes(self) -> EngineLanes | None:
+        """Threads of the replica's own for its engine's calls (``EngineLanes``); None:
+        asyncio's default pool."""
+        return None
+
     async def _on_engine_thread(self, fn: Callable, *args) -> Any:
-        """``fn(*args)`` off the event loop: on the engine thread (``ONE_ENGINE_THREAD``),
-        else on asyncio's default pool."""
-        if self._engine_thread is None:
+        """``fn(*args)`` off the event loop: on a lane (``engine_lanes``), else on
+        asyncio's default pool."""
+        if self.lanes is None:
             return await asyncio.to_thread(fn, *args)
-        call = functools.partial(contextvars.copy_context().run, fn, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._engine_thread, call)
+        return await self.lanes.run(fn, *args)
 
     async def check_health(self) -> None:
         """Serve's health check: the engine must still answer a tiny real request.

@@ -3,8 +3,7 @@
 The Embedder is the real replica class with the real MiniLM engine, called in
 this process; only Ray's transport is replaced, by a handle that counts calls,
 and the replica context ``@serve.batch`` reads its ``max_ongoing_requests`` from.
-``@serve.batch`` binds its queue to the first event loop it runs on (one queue
-per process), so every test here runs in the module's one loop.
+Every test here runs in the module's one event loop, as a replica's do.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +19,7 @@ import pytest
 from ray import serve
 
 from deployments.embedding import EMBEDDER, EmbeddingEngine, MiniLMBackend
+from deployments.runtime import CPU_THREADS_ENV
 from deployments.settings import Settings
 from graphs.embed_calls import MAX_MERGED, PIPELINED, EmbedCalls
 
@@ -27,6 +28,10 @@ from graphs.embed_calls import MAX_MERGED, PIPELINED, EmbedCalls
 def loop():
     loop = asyncio.new_event_loop()
     yield loop
+    pending = asyncio.all_tasks(loop)  # each replica's batch loop
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.close()
 
 
@@ -81,32 +86,50 @@ def test_merged_calls_give_each_request_its_own_answer_and_refusal(monkeypatch, 
     assert fine.vectors.shape[0] == 1 and also.vectors.shape[0] == 1
 
 
-def test_the_embedder_loads_embeds_and_probes_on_one_thread_of_its_own(monkeypatch, loop):
+def test_the_embedder_computes_on_lanes_of_its_own_one_torch_thread_each(monkeypatch, loop):
     # Torch on CPU keeps an OpenMP team per calling thread; two teams spin against each other.
+    # Single-threaded lanes have none: two batches compute side by side, one core each.
+    import torch
+
+    monkeypatch.setenv(CPU_THREADS_ENV, "2")  # the replica's num_cpus
     context = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=200))
     monkeypatch.setattr(serve, "get_replica_context", lambda: context)
-    threads: list[str] = []
+    calls: list[tuple[str, int, float, float]] = []  # thread, torch threads, start, end
     encode = MiniLMBackend.encode
     load = EmbeddingEngine.load
 
     def recording_load(self):
-        threads.append(threading.current_thread().name)
+        calls.append((threading.current_thread().name, torch.get_num_threads(), 0.0, 0.0))
         load(self)
 
     def recording_encode(self, texts):
-        threads.append(threading.current_thread().name)
-        return encode(self, texts)
+        start = time.perf_counter()
+        result = encode(self, texts)
+        calls.append((threading.current_thread().name, torch.get_num_threads(), start,
+                      time.perf_counter()))
+        return result
 
     monkeypatch.setattr(EmbeddingEngine, "load", recording_load)
     monkeypatch.setattr(MiniLMBackend, "encode", recording_encode)
     replica = EMBEDDER.deployment.func_or_class(EMBEDDER.engine, Settings(), "cpu")
-    replica.last_ok = float("-inf")  # the next check probes the engine
+    texts = [f"Reminder {i}: call the dentist on day {i}." for i in range(2 * MAX_MERGED)]
 
     async def run():
         await replica.embed(["one"])
-        await replica.embed_many([(["two"], False, None), (["three"], True, None)])
+        halves = texts[:MAX_MERGED], texts[MAX_MERGED:]
+        both = await asyncio.gather(*(replica.embed_many([([t], False, None) for t in half])
+                                      for half in halves))
+        replica.last_ok = float("-inf")  # the next check probes the engine
         await replica.check_health()
+        return [r for half in both for r in half]
 
-    loop.run_until_complete(run())
-    assert len(threads) == 4  # load, two batches, the probe
-    assert len(set(threads)) == 1 and threads[0] != threading.main_thread().name
+    results = loop.run_until_complete(run())
+    assert replica.lanes.count == 2
+    assert len(calls) == 5  # load, one sentence, two batches, the probe
+    assert all(name.startswith("engine") for name, *_ in calls)
+    assert len({name for name, *_ in calls}) == 2
+    assert {threads for _, threads, *_ in calls} == {1}
+    (_, _, a0, a1), (_, _, b0, b1) = calls[2:4]
+    assert a0 < b1 and b0 < a1  # the two batches computed at the same time
+    alone = replica.engine.embed(texts).vectors
+    assert np.allclose(np.concatenate([r.vectors for r in results]), alone, atol=1e-5)
