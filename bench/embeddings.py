@@ -64,13 +64,11 @@ def in_process(n: int, lanes: int) -> tuple[float, float, float]:
     batched = n / (time.perf_counter() - t)
 
     pool, per_lane = EngineLanes(lanes, threads=1).pool, BATCH // lanes
-    warm = [pool.submit(engine.embed, [sentence(i) for i in range(per_lane)])
-            for _ in range(lanes)]
-    [w.result() for w in warm]
+    batches = [[sentence(i) for i in range(s, min(n, s + per_lane))]
+               for s in range(0, n, per_lane)]
+    list(pool.map(engine.embed, batches[:lanes]))  # warm-up
     t = time.perf_counter()
-    done = [pool.submit(engine.embed, [sentence(i) for i in range(s, min(n, s + per_lane))])
-            for s in range(0, n, per_lane)]
-    [d.result() for d in done]
+    list(pool.map(engine.embed, batches))
     on_lanes = n / (time.perf_counter() - t)
     pool.shutdown()
     return statistics.median(single) * 1e3, batched, on_lanes
