@@ -65,36 +65,64 @@ def in_process(runs: int, wav: bytes, threads: int) -> list[float]:
                 return done[0]
         return buffer.flush()[0]
 
-    times = []
+    turns = []
     for i in range(runs + 1):  # the first is a warm-up
-        start = time.perf_counter()
+        start, marks = time.perf_counter(), {}
         heard = whisper.transcribe(whisper.decode(wav))
+        marks["stt"] = time.perf_counter() - start
         sentence = asyncio.run(first_sentence(heard.text))
+        marks["llm_first_sentence"] = time.perf_counter() - start
         piper.synthesize(tts_sentences(sentence)[0], sample_rate=16_000)
+        marks["first_audio"] = time.perf_counter() - start
         if i:
-            times.append(time.perf_counter() - start)
-    return times
+            turns.append(marks)
+    return turns
 
 
-def served(runs: int, wav: bytes, box: sandbox.Sandbox) -> list[float]:
-    times = []
+def served(runs: int, wav: bytes, box: sandbox.Sandbox) -> list[dict[str, float]]:
+    """Per turn: the client's first audio frame (``client``) and the VoiceGraph's own
+    stage marks from the ``done`` frame, in seconds since each started."""
+    turns = []
     with httpx.Client(base_url=box.base_url, headers=box.headers(), timeout=120) as client:
         for i in range(runs + 1):
-            start = time.perf_counter()
+            start, first = time.perf_counter(), None
             with client.stream("POST", "/v1/voice/turn",
                                data={"engine": "piper", "output_sample_rate": "16000"},
                                files={"file": ("q.wav", wav, "audio/wav")}) as r:
                 r.raise_for_status()
                 for line in r.iter_lines():
-                    if line and json.loads(line)["type"] == "audio":
-                        if i:
-                            times.append(time.perf_counter() - start)
-                        break
-    return times
+                    frame = json.loads(line) if line else {}
+                    if frame.get("type") == "audio" and first is None:
+                        first = time.perf_counter() - start
+                    if frame.get("type") == "done" and i:
+                        turns.append({"client": first, **{stage: v / 1e3 for stage, v
+                                                          in frame["timings_ms"].items()}})
+    return turns
 
 
 def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1e3:.0f} ms (min {min(values) * 1e3:.0f})"
+
+
+def median_ms(turns: list[dict[str, float]], stage: str, since: str | None = None) -> float:
+    """Median over turns of ``stage`` (minus ``since``), in ms."""
+    return statistics.median(t[stage] - (t[since] if since else 0.0) for t in turns) * 1e3
+
+
+def stage_rows(local: list[dict[str, float]], remote: list[dict[str, float]]) -> list[str]:
+    """Where a turn's time to first audio goes, stage by stage, on both sides."""
+    rows = [("STT (served: the VoiceGraph's call to WhisperSTT)", "stt", None),
+            ("LLM to its first sentence", "llm_first_sentence", "stt"),
+            ("the first sentence spoken (served: the TTS call, its hop and the frame)",
+             "first_audio", "llm_first_sentence")]
+    lines = ["| stage | in-process | served | served - in-process |", "|---|---|---|---|"]
+    for label, stage, since in rows:
+        a, b = median_ms(local, stage, since), median_ms(remote, stage, since)
+        lines.append(f"| {label} | {a:.0f} ms | {b:.0f} ms | {b - a:+.0f} ms |")
+    edge = median_ms(remote, "client", "first_audio")
+    lines.append(f"| the edge (upload, Gateway, hop to the VoiceGraph, the first frame back) "
+                 f"| - | {edge:.0f} ms | {edge:+.0f} ms |")
+    return lines
 
 
 def main() -> None:
@@ -113,6 +141,8 @@ def main() -> None:
         remote = served(runs, wav, box)
     finally:
         box.stop()
+    first = [t["first_audio"] for t in local]
+    client = [t["client"] for t in remote]
     lines = [
         "## Voice turn: time to first audio",
         "",
@@ -125,11 +155,16 @@ def main() -> None:
         "",
         "| path | time to first audio |",
         "|---|---|",
-        f"| in-process (STT, LLM to its first sentence, synthesis, back to back) | {ms(local)} |",
-        f"| served (`POST /v1/voice/turn` until the first audio frame) | {ms(remote)} |",
+        f"| in-process (STT, LLM to its first sentence, synthesis, back to back) | {ms(first)} |",
+        f"| served (`POST /v1/voice/turn` until the first audio frame) | {ms(client)} |",
         "",
-        f"Served / in-process: {statistics.median(remote) / statistics.median(local):.2f}x. "
+        f"Served / in-process: {statistics.median(client) / statistics.median(first):.2f}x. "
         "(target <= 1.15). CPU only: the GPU engines' figures are in the GPU smoke section.",
+        "",
+        "Where the time goes (medians of each stage; served stages from the VoiceGraph's "
+        "`timings_ms`, the edge is the client's first audio minus the VoiceGraph's):",
+        "",
+        *stage_rows(local, remote),
     ]
     publish("voice", lines)
 

@@ -209,6 +209,11 @@ class VoiceGraph:
                 speed=float(options.get("speed") or 1.0), sample_rate=turn.sample_rate)
             return b"".join([piece.pcm async for piece in stream.pieces()])
 
+        async def said(sentence: str) -> None:
+            if "llm_first_sentence" not in timings:
+                record_stage("voice", "llm_first_sentence", since(started), timings)
+            await sentences.put(sentence)
+
         async def produce() -> None:
             buffer, first = SentenceBuffer(), True
             chunks = self.llm.options(stream=True).chat.remote(request)
@@ -222,9 +227,9 @@ class VoiceGraph:
                         first = False
                     reply.append(chunk.text)
                     for sentence in buffer.feed(chunk.text):
-                        await sentences.put(sentence)
+                        await said(sentence)
                 for sentence in buffer.flush():
-                    await sentences.put(sentence)
+                    await said(sentence)
                 record_stage("voice", "llm_done", since(started), timings)
                 finished = True
             finally:

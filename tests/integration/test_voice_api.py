@@ -72,7 +72,11 @@ def test_a_spoken_question_gets_a_spoken_answer(serve_cluster, utterance):
     assert done["reply"] and done["cancelled"] is False
     assert " ".join(f["text"] for f in audio).split() == done["reply"].split()
     assert done["samples_sent"] == sum(f["samples"] for f in audio)
-    assert {"stt", "llm_first_token", "first_audio", "llm_done", "total"} <= set(done["timings_ms"])
+    stages = done["timings_ms"]
+    assert {"stt", "llm_first_token", "llm_first_sentence", "first_audio", "llm_done",
+            "total"} <= set(stages)
+    assert (stages["stt"] <= stages["llm_first_token"] <= stages["llm_first_sentence"]
+            <= stages["first_audio"] <= stages["total"])
 
 
 def test_first_audio_arrives_before_the_llm_has_finished(serve_cluster, story):
