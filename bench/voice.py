@@ -45,7 +45,9 @@ TOKEN = "bench-token"
 TURN_DEPLOYMENTS = ("Gateway", "WhisperSTT", "ChatLLM", "PiperTTS", "VoiceGraph")
 
 
-def in_process(runs: int, wav: bytes, threads: int) -> list[float]:
+def in_process(runs: int, wav: bytes, threads: int) -> list[dict[str, float]]:
+    """Per turn: when STT, the LLM's first sentence and its synthesis were done, in
+    seconds since the turn started (the served side's ``timings_ms`` stages)."""
     s = Settings()
     whisper = WhisperEngine(s.speech.whisper, "cpu", data_dir=Path(tempfile.mkdtemp()))
     piper = PiperEngine(s.speech.piper_voice)
