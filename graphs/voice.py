@@ -215,16 +215,15 @@ class VoiceGraph:
             await sentences.put(sentence)
 
         async def produce() -> None:
-            buffer, first = SentenceBuffer(), True
+            buffer = SentenceBuffer()
             chunks = self.llm.options(stream=True).chat.remote(request)
             finished = False
             try:
                 async for chunk in chunks:
                     if not chunk.text:
                         continue
-                    if first:
+                    if "llm_first_token" not in timings:
                         record_stage("voice", "llm_first_token", since(started), timings)
-                        first = False
                     reply.append(chunk.text)
                     for sentence in buffer.feed(chunk.text):
                         await said(sentence)
