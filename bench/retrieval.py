@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -27,7 +26,7 @@ import yaml
 
 from bench.report import header, publish
 from cluster.local import SERVE_ENV
-from cluster.sandbox import gateway_urls
+from cluster.sandbox import HEAD_PORTS, free_ports, gateway_urls
 
 DIM = 384
 QUERIES = [
@@ -36,12 +35,6 @@ QUERIES = [
     "birthday party at the lake", "what did the vet say about the cat",
 ]
 SERVED = ("Gateway", "Embedder", "VectorIndex", "GraphIndex", "RetrievalGraph")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -158,14 +151,12 @@ def main() -> None:
     embedder = EmbeddingEngine(EmbeddingSettings(), "cpu")
     embedder.load()
     qvecs = embedder.embed(QUERIES, is_query=True).vectors
+    *ports, http_port = free_ports(len(HEAD_PORTS) + 1)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 8, "object_store_memory": 300 * 1024**2, "gcs_server_port": free_port(),
-        "dashboard_port": free_port(), "metrics_export_port": free_port(),
-        "metrics_agent_port": free_port(), "dashboard_agent_listen_port": free_port(),
-        "runtime_env_agent_port": free_port(),
+        "num_cpus": 8, "object_store_memory": 300 * 1024**2, **dict(zip(HEAD_PORTS, ports)),
     })
     ray.init(address=cluster.address, logging_level="ERROR")
-    os.environ["BENCH_HTTP_PORT"] = str(free_port())
+    os.environ["BENCH_HTTP_PORT"] = str(http_port)
     serve.start(http_options={"host": "127.0.0.1", "port": int(os.environ["BENCH_HTTP_PORT"])})
     rows = []
     try:

@@ -11,7 +11,7 @@ import os
 import socket
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,20 +24,31 @@ from topology.nodes import load_nodes
 REPO = Path(__file__).resolve().parent.parent
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports.
+
+    Every socket stays bound until all are picked: ports bound and released one
+    by one can come back twice, and Ray refuses a node whose ports repeat.
+    """
+    with ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+NODE_PORTS = ("metrics_export_port", "metrics_agent_port", "dashboard_agent_listen_port",
+              "runtime_env_agent_port")
+HEAD_PORTS = NODE_PORTS + ("gcs_server_port", "dashboard_port")
 
 
 def node_ports() -> dict[str, int]:
-    """Per-node agent ports, all free: two sandboxes on one machine never collide."""
-    return {
-        "metrics_export_port": free_port(),
-        "metrics_agent_port": free_port(),
-        "dashboard_agent_listen_port": free_port(),
-        "runtime_env_agent_port": free_port(),
-    }
+    """A node's agent ports, all free and distinct."""
+    return dict(zip(NODE_PORTS, free_ports(len(NODE_PORTS))))
 
 
 @contextmanager
@@ -179,7 +190,10 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8,
 
     defs = load_nodes()
     common = {"num_cpus": logical_cpus, "object_store_memory": 200 * 1024 * 1024}
-    head_ports, panda_ports = node_ports(), node_ports()
+    # One pick for every port of both nodes and the proxy, so none repeats.
+    *ports, port = free_ports(len(HEAD_PORTS) + len(NODE_PORTS) + 1)
+    head_ports = dict(zip(HEAD_PORTS, ports))
+    panda_ports = dict(zip(NODE_PORTS, ports[len(HEAD_PORTS):]))
     cores = split_cores(["titan", "panda"]) if pin_cores else {}
     with pinned(cores.get("titan")):
         cluster = Cluster(
@@ -187,8 +201,6 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8,
             head_node_args={
                 **common,
                 **head_ports,
-                "gcs_server_port": free_port(),
-                "dashboard_port": free_port(),
                 "num_gpus": defs["titan"].gpus,
                 "labels": defs["titan"].labels,
                 "resources": defs["titan"].resources,
@@ -204,7 +216,6 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8,
     with pinned(cores.get("panda")):
         panda = cluster.add_node(**panda_args)
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
-    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
     box = Sandbox(
         cluster,

@@ -4,7 +4,6 @@ have no internet). Serves the edge app with uvicorn on a free port; Chromium is 
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 
@@ -12,16 +11,11 @@ import httpx
 import pytest
 import uvicorn
 
+from cluster.sandbox import free_port
 from tests.edgekit import model_free_gateway
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
