@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from clients import tables
-from clients.client import HerClient
+from clients.client import DEFAULT_SPEECH_MODEL, HerClient
 from clients.retry import HerServeError, RetryPolicy
 from clients.status_view import render_capacity, render_status
 
@@ -125,20 +125,32 @@ def say(
     voice: str = typer.Option("alloy", "--voice", help="Voice name (OpenAI names mean the "
                               "model's default voice)"),
     speed: float = typer.Option(1.0, "--speed"),
+    model: str = typer.Option(DEFAULT_SPEECH_MODEL, "--model",
+                              help="kokoro, piper, chatterbox (or an OpenAI name: Kokoro)"),
 ) -> None:
     """Text to a WAV file (POST /v1/audio/speech)."""
     with connect(ctx) as client:
-        audio = client.speech(text, voice, response_format="wav", speed=speed)
-    output.write_bytes(audio)
-    console.print(f"wrote {escape(str(output))}: {len(audio)} bytes{_wav_summary(audio)}")
-
-
-def _wav_summary(audio: bytes) -> str:
+        audio = client.speech(text, voice, model, response_format="wav", speed=speed)
     try:
-        with wave.open(io.BytesIO(audio)) as w:
-            return f", {w.getnframes() / w.getframerate():.2f} s at {w.getframerate()} Hz"
+        audio, summary = _sized_wav(audio)
     except (wave.Error, EOFError):
-        return " (not a WAV header the wave module reads)"
+        summary = " (not a WAV header the wave module reads)"
+    output.write_bytes(audio)
+    console.print(f"wrote {escape(str(output))}: {len(audio)} bytes{summary}")
+
+
+def _sized_wav(audio: bytes) -> tuple[bytes, str]:
+    """The WAV written with its real sizes, and its length. A streamed WAV's header gives
+    no sizes (0xFFFFFFFF, as OpenAI's): fine for a player reading a stream, wrong in a file."""
+    with wave.open(io.BytesIO(audio)) as streamed:
+        params = streamed.getparams()
+        frames = streamed.readframes(streamed.getnframes())
+    out = io.BytesIO()
+    with wave.open(out, "wb") as sized:
+        sized.setparams(params._replace(nframes=0))  # counted as the frames are written
+        sized.writeframes(frames)
+    seconds = len(frames) / (params.sampwidth * params.nchannels) / params.framerate
+    return out.getvalue(), f", {seconds:.2f} s at {params.framerate} Hz"
 
 
 @app.command()

@@ -32,6 +32,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 """Serve's proxy on this node: on Panda, the phone daemon's own machine."""
 CANCEL_DEADLINE_S = 5.0
 """A barge-in cancel that lands seconds late is useless: give up sooner."""
+DEFAULT_SPEECH_MODEL = "kokoro"
+"""OpenAI's speech API names a model in every request; Kokoro is every node's default voice."""
 
 
 def urls_from_env(urls: str | list[str] | None = None) -> list[str]:
@@ -143,19 +145,22 @@ class _Endpoints:
         self,
         text: str,
         voice: str,
+        model: str = DEFAULT_SPEECH_MODEL,
         response_format: str = "wav",
         speed: float = 1.0,
         sample_rate: int | None = None,
         idempotency_key: str | None = None,
     ) -> bytes:
-        """OpenAI's ``/v1/audio/speech``: the whole file at once."""
-        return self._call(_speech_call(text, voice, response_format, speed, sample_rate,
+        """OpenAI's ``/v1/audio/speech``: the whole file at once. ``model`` is ``kokoro``,
+        ``piper``, ``chatterbox`` or one of OpenAI's names (Kokoro)."""
+        return self._call(_speech_call(text, voice, model, response_format, speed, sample_rate,
                                        idempotency_key))
 
     def stream_speech(
         self,
         text: str,
         voice: str,
+        model: str = DEFAULT_SPEECH_MODEL,
         response_format: str = "pcm",
         speed: float = 1.0,
         sample_rate: int | None = None,
@@ -163,8 +168,8 @@ class _Endpoints:
     ) -> Iterator[bytes]:
         """Audio chunks as they are made. Retried only until the first byte arrives;
         nothing is sent before the iteration starts."""
-        return self._stream(_speech_call(text, voice, response_format, speed, sample_rate,
-                                         idempotency_key))
+        return self._stream(_speech_call(text, voice, model, response_format, speed,
+                                         sample_rate, idempotency_key))
 
     def transcribe(
         self,
@@ -233,8 +238,10 @@ def _deleted(ids: list[str], bulk: bool) -> Callable[[httpx.Response], list[Docu
     return parse
 
 
-def _speech_call(text, voice, response_format, speed, sample_rate, idempotency_key) -> Call:
-    body = {"input": text, "voice": voice, "response_format": response_format, "speed": speed}
+def _speech_call(text, voice, model, response_format, speed, sample_rate, idempotency_key
+                 ) -> Call:
+    body = {"model": model, "input": text, "voice": voice, "response_format": response_format,
+            "speed": speed}
     if sample_rate is not None:
         body["sample_rate"] = sample_rate
     return Call("POST", "/v1/audio/speech", lambda r: r.content, json=body,

@@ -1,13 +1,13 @@
-"""HerClient, AsyncHerClient and the CLI against the real two-node test cluster.
-
-Only routes that are live on this branch (health, models, embeddings); the
-speech and retrieval routes are checked once they are merged.
-"""
+"""HerClient, AsyncHerClient and the CLI against the real two-node test cluster: every
+call the client makes, with the real models (ingest, retrieve and forget are in
+test_retrieval_api.py)."""
 
 from __future__ import annotations
 
+import io
 import math
 import socket
+import wave
 
 import pytest
 from typer.testing import CliRunner
@@ -104,3 +104,39 @@ def test_cli_status_and_live_capacity(serve_cluster):
     result = runner.invoke(app, [*base, "capacity", "--live", "serve_config.yaml"])
     assert result.exit_code == 0, result.output
     assert "planned" in result.output and "fits" in result.output
+
+
+def test_speech_whole_and_streamed_in_the_real_voices(client):
+    """OpenAI's speech API names a model in every request: the client sends one
+    (Kokoro unless told), so a call that leaves it out is no 422."""
+    with wave.open(io.BytesIO(client.speech("The kitchen light is on.", "alloy"))) as w:
+        assert w.getframerate() == 24000  # Kokoro
+        kokoro = w.readframes(w.getnframes())
+    assert len(kokoro) > 24000  # over half a second of 16-bit speech
+    with wave.open(io.BytesIO(client.speech("The kitchen light is on.", "alloy", "piper"))) as w:
+        assert w.getframerate() == 22050
+    pcm = b"".join(client.stream_speech("The kitchen light is on.", "alloy", "piper"))
+    assert len(pcm) > 22050 and len(pcm) % 2 == 0
+
+
+def test_tts_contract_and_the_phones_cancel(client):
+    audio = client.tts("The kitchen light is on.")
+    assert audio.sample_rate == 24000 and audio.duration_s > 0.5
+    assert audio.engine == "KokoroTTS"  # no Chatterbox weights here: the fallback speaks
+    assert set(client.cancel()["cancelled"]) >= {"KokoroTTS", "PiperTTS"}
+
+
+def test_cli_say_writes_a_sized_wav_that_whisper_transcribes(serve_cluster, tmp_path):
+    runner = CliRunner()
+    base = ["--url", serve_cluster.base_url, "--token", serve_cluster.token]
+    out = tmp_path / "said.wav"
+    result = runner.invoke(app, [*base, "say", "Please water the tomato plants.", "--model",
+                                 "piper", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with wave.open(str(out)) as w:  # the header's sizes are the file's, not a stream's
+        assert w.getnframes() * w.getsampwidth() == out.stat().st_size - 44
+        seconds = w.getnframes() / w.getframerate()
+    assert 1 < seconds < 10 and f"{seconds:.2f} s at 22050 Hz" in result.output
+    result = runner.invoke(app, [*base, "transcribe", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "tomato" in result.output.lower()
