@@ -168,7 +168,8 @@ class SpeechSettings(BaseModel):
     node (the wait is 1.5x the recent 90th percentile; see graphs.failover.HedgePolicy)."""
     hedge_initial_s: float = Field(default=3.0, gt=0)
     """The wait before a hedge until the gateway has seen a few of a model's sentences
-    (graphs.failover.HedgePolicy.MIN_SAMPLES): long, since it does not yet know the speed."""
+    (graphs.failover.HedgePolicy.MIN_SAMPLES): long, since it does not yet know the speed.
+    Per 40 characters of a longer sentence (``HedgePolicy.units``)."""
     hedge_ratio: float = 0.1
     """Most extra load hedging may add: hedges earned per sentence served."""
     queue_wait_s: float = 5.0

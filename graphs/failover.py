@@ -58,36 +58,52 @@ REPLICA_LOST = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUna
 class HedgePolicy:
     """When a late sentence is worth asking of the other node as well ("hedged requests").
 
-    The delay is ``factor`` times the recent 90th-percentile time a caller
-    waited for a sentence (at least ``min_s``), so a slow model hedges late. Until it has
-    seen ``MIN_SAMPLES`` sentences it does not know the model's speed and waits
-    ``initial_s``: a hedge on a healthy cluster is a second full synthesis, and a
-    1 s start hedged every first sentence of Kokoro on CPU (~1 s each), slowing
-    them all. A token bucket earns ``ratio`` of a hedge per sentence (up to
-    ``burst``), so hedging adds at most that share of load and cannot push a
-    busy cluster into overload.
+    The delay is ``factor`` times the recent 90th-percentile time a caller waited for
+    a sentence (at least ``min_s``), so a slow model hedges late. Waits are counted
+    per ``units`` of text (a sentence of ``TYPICAL_CHARS`` or fewer is one unit, a
+    longer one more): synthesis grows with the text, and a fixed delay copied every
+    long sentence of a voice reply. Until it has seen ``MIN_SAMPLES`` sentences it
+    does not know the model's speed and waits ``initial_s`` per unit: a hedge on a
+    healthy cluster is a second full synthesis, and a 1 s start hedged every first
+    sentence of Kokoro on CPU (~1 s each), slowing them all.
+
+    A token bucket earns ``ratio`` of a hedge per sentence (up to ``burst``), so
+    hedging adds at most that share of load and cannot push a busy cluster into
+    overload. It starts with ``tokens`` (one), not full: the first sentences are
+    the ones whose speed is unknown, and on a slow CPU ten of them were copied,
+    each copy a full synthesis on the same cores. A copy from a node already
+    suspected of being lost is failover, not a bet, and spends nothing
+    (``TTSCalls``).
     """
 
     SAMPLES = 200
     MIN_SAMPLES = 8
+    TYPICAL_CHARS = 40
 
     def __init__(self, min_s: float = 0.3, initial_s: float = 3.0, factor: float = 1.5,
-                 ratio: float = 0.1, burst: float = 10.0):
+                 ratio: float = 0.1, burst: float = 10.0, tokens: float = 1.0):
         self.min_s, self.initial_s, self.factor = min_s, initial_s, factor
-        self.ratio, self.burst, self.tokens = ratio, burst, burst
-        self.waits: deque[float] = deque(maxlen=self.SAMPLES)
+        self.ratio, self.burst, self.tokens = ratio, burst, min(burst, tokens)
+        self.waits: deque[float] = deque(maxlen=self.SAMPLES)  # seconds per unit
 
-    def observe(self, wait_s: float | None) -> None:
-        """One sentence delivered; ``wait_s``: how long its caller waited for it (None: not at all)."""
+    @classmethod
+    def units(cls, text: str) -> float:
+        """How much synthesis ``text`` is, in sentences of ``TYPICAL_CHARS`` (at least one)."""
+        return max(1.0, len(text) / cls.TYPICAL_CHARS)
+
+    def observe(self, wait_s: float | None, units: float = 1.0) -> None:
+        """One sentence of ``units`` delivered; ``wait_s``: how long its caller waited for
+        it (None: not at all)."""
         if wait_s is not None:
-            self.waits.append(wait_s)
+            self.waits.append(wait_s / units)
         self.tokens = min(self.burst, self.tokens + self.ratio)
 
-    def delay_s(self) -> float:
+    def delay_s(self, units: float = 1.0) -> float:
+        """How long a caller waits for a sentence of ``units`` before it is hedged."""
         if len(self.waits) < self.MIN_SAMPLES:
-            return self.initial_s
+            return self.initial_s * units
         p90 = sorted(self.waits)[int(0.9 * (len(self.waits) - 1))]
-        return max(self.min_s, self.factor * p90)
+        return max(self.min_s, self.factor * p90 * units)
 
     def take(self) -> bool:
         """Spend a hedge if the budget allows one."""
@@ -323,7 +339,8 @@ class SpeechStream:
                 if waited_from is None and awaited.is_set():
                     waited_from = time.monotonic()
                     suspect = self.routing.served_by(first_id) in self.routing.suspected()
-                    hedge_at = waited_from + (0.0 if suspect else self.hedge.delay_s())
+                    units = HedgePolicy.units(self.sentences[index])
+                    hedge_at = waited_from + (0.0 if suspect else self.hedge.delay_s(units))
                 wake = deadline if hedge_at is None else min(deadline, hedge_at)
                 watch = set(racing) | ({caller} if waited_from is None else set())
                 done, _ = await asyncio.wait(watch, timeout=max(0.0, wake - time.monotonic()),
@@ -335,7 +352,7 @@ class SpeechStream:
                     except (*REPLICA_LOST, BackPressureError) as exc:
                         lost = exc  # the others in the race may still answer
                         continue
-                    self._settle(call is not first, first_id, waited_from)
+                    self._settle(index, call is not first, first_id, waited_from)
                     return piece
                 now = time.monotonic()
                 if racing and now >= deadline:
@@ -357,18 +374,21 @@ class SpeechStream:
         late = self.routing.served_by(first_id)
         # Only where another node has a replica: a copy queued behind the slow
         # call on the same replica would only add load.
+        # A copy from a suspected node is failover and spends no budget.
         elsewhere = self.routing.replica_hosts(self.name) - {late}
-        if elsewhere and self.hedge.take():
+        if elsewhere and (late in self.routing.suspected() or self.hedge.take()):
             self.routing.steer_away(self.request_id, late)
             log.info("%s: sentence %d late on %s, hedging", self.name, index, late or "?")
             copy, _ = self._call(index)
             calls.append(copy)
             racing[asyncio.ensure_future(copy)] = copy
 
-    def _settle(self, hedge_won: bool, first_id: str, waited_from: float | None) -> None:
-        """Book the race: the caller's wait (None: the piece came before it was awaited),
-        and a hedge that beat a silent call suspects its node."""
-        self.hedge.observe(None if waited_from is None else time.monotonic() - waited_from)
+    def _settle(self, index: int, hedge_won: bool, first_id: str, waited_from: float | None
+                ) -> None:
+        """Book the race: the caller's wait for sentence ``index`` (None: the piece came
+        before it was awaited), and a hedge that beat a silent call suspects its node."""
+        self.hedge.observe(None if waited_from is None else time.monotonic() - waited_from,
+                           HedgePolicy.units(self.sentences[index]))
         if hedge_won:
             self.resumed += 1
             self.routing.suspect(self.routing.served_by(first_id), self.settings.suspect_s)

@@ -144,9 +144,10 @@ async def test_a_sentence_late_on_a_dead_node_is_hedged_to_the_other(piper, rout
     assert sorted(c.index for c in handle.calls if c.host == "titan") == [1, 2]
     assert stream.host == "panda" and stream.resumed == 2
     assert "panda" in routing.suspected()  # new calls go to titan straight away
-    # two hedges spent, three sentences earned back a tenth each
+    # one hedge spent (sentence 1's, a bet); sentence 2 left a suspected node, a copy
+    # that is failover and free; three sentences earned a tenth each
     assert len(policy.waits) == 3
-    assert policy.tokens == pytest.approx(policy.burst - 2 + 2 * policy.ratio)
+    assert policy.tokens == pytest.approx(1 - 1 + 3 * policy.ratio)
 
 
 @ASYNC
@@ -163,7 +164,7 @@ async def test_a_sentence_asked_ahead_is_not_hedged_before_the_caller_waits_for_
             await asyncio.sleep(1.2)  # the caller plays sentence 0
     assert [p.index for p in pieces] == [0, 1, 2]
     assert [c.host for c in handle.calls] == ["panda"] * 3  # no copy of sentence 1
-    assert policy.tokens == policy.burst and stream.resumed == 0
+    assert policy.tokens == pytest.approx(1 + 3 * policy.ratio) and stream.resumed == 0
     assert len(policy.waits) == 2  # sentence 1 kept nobody waiting: no sample
 
 
@@ -206,7 +207,7 @@ async def test_no_hedge_when_the_late_replica_is_the_only_one(piper, routing):
         await asyncio.wait_for(anext(stream.pieces()), 10)
     assert err.value.status == 504  # the piece deadline, with no copy sent anywhere
     assert {c.host for c in handle.calls} == {"titan"} and len(handle.calls) == 2
-    assert policy.tokens == policy.burst
+    assert policy.tokens == 1  # nothing spent
 
 
 @ASYNC
@@ -264,8 +265,45 @@ def test_the_first_sentences_wait_the_configured_initial_delay():
 
 
 def test_hedge_budget_is_a_share_of_calls():
-    policy = HedgePolicy(ratio=0.1, burst=2)
+    policy = HedgePolicy(ratio=0.1, burst=2, tokens=2)
     assert policy.take() and policy.take() and not policy.take()
     for _ in range(10):
         policy.observe(0.1)
     assert policy.take() and not policy.take()
+
+
+def test_the_budget_starts_with_one_hedge():
+    """The first sentences are the ones whose speed is unknown: on a slow CPU each was
+    copied, a second full synthesis on the same cores (every sentence of a voice reply)."""
+    policy = HedgePolicy()
+    assert policy.take() and not policy.take()
+    for _ in range(10):
+        policy.observe(1.0)
+    assert policy.take() and not policy.take()
+
+
+def test_a_long_sentence_waits_in_proportion_to_its_text():
+    policy = HedgePolicy(min_s=0.3, initial_s=3.0, factor=1.5)
+    short, long = HedgePolicy.units("Good morning."), HedgePolicy.units("x" * 100)
+    assert short == 1 and long == 2.5
+    assert policy.delay_s(short) == 3.0 and policy.delay_s(long) == 7.5  # not learned yet
+    for _ in range(HedgePolicy.MIN_SAMPLES):
+        policy.observe(2.5, long)  # a long sentence's wait counts per unit: 1 s
+    assert policy.delay_s(short) == pytest.approx(1.5)
+    assert policy.delay_s(long) == pytest.approx(3.75)
+
+
+@ASYNC
+async def test_a_long_sentence_is_not_copied_at_a_short_sentences_delay(piper, routing):
+    """Sentence 0 is long (nearly three units: a 2.95 s delay) and slower than one unit's
+    hedge delay (1 s), but not than its own (1.2 s, then Piper's ~0.7 s on a slow
+    machine): nothing is copied (a fixed delay copied every long sentence)."""
+    long = ("Tomorrow morning the plumber comes at nine to look at the leaking pipe "
+            "under the kitchen sink, so leave the door open.")
+    assert HedgePolicy.units(long) > 2.9
+    handle = TwoNodeHandle(piper, routing, {}, slow={0: 1.2})
+    policy = HedgePolicy(initial_s=1.0)
+    stream = calls_with(routing, policy).stream(handle, [long], CancelKey.new("speech"))
+    pieces = [piece async for piece in stream.pieces()]
+    assert [p.index for p in pieces] == [0] and [c.host for c in handle.calls] == ["panda"]
+    assert stream.resumed == 0 and policy.tokens == pytest.approx(1 + policy.ratio)
