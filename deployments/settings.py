@@ -153,7 +153,9 @@ class SpeechSettings(BaseModel):
     default_engine: str = "KokoroTTS"
     """Deployment that speaks when a request names no model, or cloning is down."""
     piece_timeout_s: float = 30.0
-    """Longest wait for one sentence's audio before it is asked of another replica."""
+    """Longest wait for one sentence's audio before it is asked of another replica; per
+    40 characters of a longer sentence (``graphs.failover.HedgePolicy.units``), since
+    synthesis grows with the text (Kokoro on a slow CPU: 11.6 s for 85 characters)."""
     prefetch_sentences: int = Field(default=1, ge=1)
     """Sentences asked of the TTS replicas ahead of the one being delivered, so that
     the next sentence is ready when this one ends (no gap between sentences)."""

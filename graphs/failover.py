@@ -323,10 +323,12 @@ class SpeechStream:
         call went to a node already suspected, the copy goes at once, so a dead node
         costs one hedge delay in all, not one per sentence asked ahead.
 
-        Raises CallLost past the piece deadline or when every call in the race
-        was lost, BackPressureError when the last one was refused for full queues.
+        Raises CallLost past the piece deadline (``piece_timeout_s`` per unit of
+        text, as the hedge delay) or when every call in the race was lost,
+        BackPressureError when the last one was refused for full queues.
         """
-        deadline = time.monotonic() + self.settings.piece_timeout_s
+        units = HedgePolicy.units(self.sentences[index])
+        deadline = time.monotonic() + self.settings.piece_timeout_s * units
         first, first_id = self._call(index)
         racing = {asyncio.ensure_future(first): first}
         calls = [first]  # the first call, then its hedge
@@ -339,7 +341,6 @@ class SpeechStream:
                 if waited_from is None and awaited.is_set():
                     waited_from = time.monotonic()
                     suspect = self.routing.served_by(first_id) in self.routing.suspected()
-                    units = HedgePolicy.units(self.sentences[index])
                     hedge_at = waited_from + (0.0 if suspect else self.hedge.delay_s(units))
                 wake = deadline if hedge_at is None else min(deadline, hedge_at)
                 watch = set(racing) | ({caller} if waited_from is None else set())

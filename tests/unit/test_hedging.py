@@ -307,3 +307,18 @@ async def test_a_long_sentence_is_not_copied_at_a_short_sentences_delay(piper, r
     pieces = [piece async for piece in stream.pieces()]
     assert [p.index for p in pieces] == [0] and [c.host for c in handle.calls] == ["panda"]
     assert stream.resumed == 0 and policy.tokens == pytest.approx(1 + policy.ratio)
+
+
+@ASYNC
+async def test_a_long_sentence_has_a_longer_deadline(piper, routing):
+    """The piece deadline counts per unit of text too: a long sentence slower than one
+    unit's deadline but not than its own is waited for, not asked again (on a slow CPU,
+    Kokoro's long sentences passed a fixed deadline on every attempt and ended in a 504)."""
+    long = ("Tomorrow morning the plumber comes at nine to look at the leaking pipe "
+            "under the kitchen sink, so leave the door open.")
+    handle = TwoNodeHandle(piper, routing, {}, slow={0: 1.2})
+    policy = HedgePolicy(initial_s=30)
+    stream = calls_with(routing, policy, piece_timeout_s=1.0).stream(
+        handle, [long], CancelKey.new("speech"), attempts=1)
+    pieces = [piece async for piece in stream.pieces()]
+    assert [p.index for p in pieces] == [0] and len(handle.calls) == 1
