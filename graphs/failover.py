@@ -73,7 +73,7 @@ class HedgePolicy:
     the ones whose speed is unknown, and on a slow CPU ten of them were copied,
     each copy a full synthesis on the same cores. A copy from a node already
     suspected of being lost is failover, not a bet, and spends nothing
-    (``TTSCalls``).
+    (``SpeechStream._hedge``).
     """
 
     SAMPLES = 200
@@ -353,7 +353,7 @@ class SpeechStream:
                     except (*REPLICA_LOST, BackPressureError) as exc:
                         lost = exc  # the others in the race may still answer
                         continue
-                    self._settle(index, call is not first, first_id, waited_from)
+                    self._settle(units, call is not first, first_id, waited_from)
                     return piece
                 now = time.monotonic()
                 if racing and now >= deadline:
@@ -384,12 +384,12 @@ class SpeechStream:
             calls.append(copy)
             racing[asyncio.ensure_future(copy)] = copy
 
-    def _settle(self, index: int, hedge_won: bool, first_id: str, waited_from: float | None
+    def _settle(self, units: float, hedge_won: bool, first_id: str, waited_from: float | None
                 ) -> None:
-        """Book the race: the caller's wait for sentence ``index`` (None: the piece came
-        before it was awaited), and a hedge that beat a silent call suspects its node."""
+        """Book the race: the caller's wait for a sentence of ``units`` (None: the piece
+        came before it was awaited), and a hedge that beat a silent call suspects its node."""
         self.hedge.observe(None if waited_from is None else time.monotonic() - waited_from,
-                           HedgePolicy.units(self.sentences[index]))
+                           units)
         if hedge_won:
             self.resumed += 1
             self.routing.suspect(self.routing.served_by(first_id), self.settings.suspect_s)
