@@ -1,5 +1,5 @@
-"""``her-serve``: the cluster from a terminal (status, capacity, say, transcribe, embed, retrieve,
-forget).
+"""``her-serve``: the cluster from a terminal (status, capacity, say, transcribe, embed, ingest,
+retrieve, forget).
 
 Server errors print as one readable line and exit 1; no tracebacks.
 """
@@ -7,16 +7,18 @@ Server errors print as one readable line and exit 1; no tracebacks.
 from __future__ import annotations
 
 import io
+import sys
 import wave
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from api.schemas import MAX_DOCUMENTS
 from clients import tables
 from clients.client import DEFAULT_SPEECH_MODEL, HerClient
 from clients.retry import HerServeError, RetryPolicy
@@ -53,6 +55,12 @@ def main(
     ctx.obj = Options(urls=url or None, token=token, deadline_s=deadline)
 
 
+def refuse(message: str) -> NoReturn:
+    """A command that cannot be sent as given: one red line, exit code 2."""
+    errors.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(2)
+
+
 @contextmanager
 def connect(ctx: typer.Context) -> Iterator[HerClient]:
     """A client for one command. A HerServeError becomes one red line and exit code 1;
@@ -67,8 +75,7 @@ def connect(ctx: typer.Context) -> Iterator[HerClient]:
             errors.print(f"[dim]  url: {escape(exc.url)}  request id: {exc.request_id}[/]")
         raise typer.Exit(1) from None
     except ValueError as exc:
-        errors.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        refuse(str(exc))
 
 
 @app.command()
@@ -105,8 +112,7 @@ def capacity(
     try:
         loads, problems = check_files(config, nodes or NODES_FILE, planned)
     except (OSError, ValueError, KeyError) as exc:
-        errors.print(f"[bold red]error:[/] cannot plan: {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        refuse(f"cannot plan: {exc}")
     for table in tables.capacity_tables(loads):
         console.print(table)
     if live:
@@ -187,6 +193,47 @@ def embed(
 
 
 @app.command()
+def ingest(
+    ctx: typer.Context,
+    files: List[Path] = typer.Argument(..., help="UTF-8 text files, one document each ('-': stdin)"),
+    doc_id: Optional[str] = typer.Option(None, "--id", help="The document's id (one file only; "
+                                                          "default: the file's name)"),
+    transcript: bool = typer.Option(False, "--transcript", help="Store as a transcript"),
+) -> None:
+    """Add documents to the memory (POST /v1/ingest), MAX_DOCUMENTS a request. The same
+    text under the same id again writes nothing; new text under an id replaces it."""
+    documents = [{"id": name, "text": text, "kind": "transcript" if transcript else "document"}
+                 for name, text in _read_documents(files, doc_id)]
+    with connect(ctx) as client:
+        answers = [client.ingest(documents[i:i + MAX_DOCUMENTS])
+                   for i in range(0, len(documents), MAX_DOCUMENTS)]
+    for answer in answers:
+        for name in answer["written"]:
+            console.print(f"written: {escape(name)}")
+        for name in answer["unchanged"]:
+            console.print(f"unchanged: {escape(name)}")
+    entities = sum(a["entities"] for a in answers)
+    skipped = next((a["entities_skipped"] for a in answers if a.get("entities_skipped")), None)
+    console.print(f"[dim]{entities} entities" + (f" ({escape(skipped)})" if skipped else "") + "[/]")
+
+
+def _read_documents(files: list[Path], doc_id: str | None) -> list[tuple[str, str]]:
+    """(id, text) per file; a file that cannot be read as text is exit code 2, nothing sent."""
+    if doc_id is not None and len(files) != 1:
+        refuse("--id names one document: give one file")
+    documents = []
+    for path in files:
+        if str(path) == "-" and doc_id is None:
+            refuse("text from stdin needs --id")
+        try:
+            text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            refuse(f"{path}: {exc.strerror if isinstance(exc, OSError) else 'not UTF-8 text'}")
+        documents.append((doc_id or path.name, text))
+    return documents
+
+
+@app.command()
 def retrieve(
     ctx: typer.Context,
     query: str = typer.Argument(...),
@@ -196,7 +243,7 @@ def retrieve(
     """Search the memory (POST /v1/retrieve)."""
     with connect(ctx) as client:
         result = client.retrieve(query, k=k, hops=hops)
-    console.print(tables.generic(result, title=f"retrieve: {escape(tables.clip(query, 40))}"))
+    console.print(tables.retrieval_view(result))
 
 
 @app.command()

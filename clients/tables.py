@@ -45,7 +45,7 @@ def generic(data: Any, title: str | None = None) -> RenderableType:
     """Any JSON answer: scalars as a key/value table, lists of objects as their own tables.
 
     Used for answers whose shape this client does not pin down (``/v1/status``
-    until its renderer lands, ``/v1/retrieve``).
+    when its renderer cannot read it).
     """
     if _is_records(data):
         return records_table(data, title)
@@ -63,6 +63,25 @@ def generic(data: Any, title: str | None = None) -> RenderableType:
         else:
             scalars.add_row(cell(key), cell(value, 200))
     return Group(*([scalars] if scalars.row_count else []), *parts)
+
+
+def retrieval_view(result: dict) -> RenderableType:
+    """``/v1/retrieve`` for a person: the hits with their text, the entities and related
+    documents the graph added, and where the time went."""
+    hits = Table(title=Text(f"results for: {clip(result['query'], 60)}"), title_justify="left")
+    for col, justify in (("#", "right"), ("score", "right"), ("id", "left"), ("text", "left")):
+        hits.add_column(col, justify=justify, overflow="fold")
+    for rank, hit in enumerate(result["results"], 1):
+        hits.add_row(str(rank), f"{hit['score']:.3f}", cell(hit["id"], 80), cell(hit["text"], 300))
+    parts: list[RenderableType] = [hits if hits.row_count else Text("no document matched")]
+    if result["entities"]:
+        parts.append(records_table([{k: e[k] for k in ("name", "label", "hops", "documents")}
+                                    for e in result["entities"]], title="entities"))
+    if result["related"]:
+        parts.append(records_table(result["related"], title="related"))
+    timings = " · ".join(f"{stage} {ms:.1f}" for stage, ms in result["timings_ms"].items())
+    parts.append(Text(f"ms: {timings}", style="dim"))
+    return Group(*parts)
 
 
 def models_table(models: ModelList) -> Table:

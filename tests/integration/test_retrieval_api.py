@@ -206,3 +206,33 @@ def test_the_client_and_cli_forget(serve_cluster, stores_holding):
         hits = {h["id"] for h in client.retrieve("beekeeper hives clover honey bees")["results"]}
     assert not {d["id"] for d in docs} & hits
     assert all(stores_holding(d["id"], d["text"]) == set() for d in docs)
+
+
+def test_the_cli_ingests_files_retrieves_and_forgets_them(serve_cluster, stores_holding, tmp_path):
+    """`her-serve ingest FILE...`, `retrieve` and `forget`, the way a person at a terminal
+    keeps notes: each file a document named after it, stored in every store."""
+    from typer.testing import CliRunner
+
+    from clients.cli import app
+
+    def her_serve(*args: str) -> str:
+        result = CliRunner().invoke(app, ["--url", serve_cluster.base_url, "--token",
+                                          serve_cluster.token, *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    notes = {"cli-plumber.txt": "The plumber comes on Tuesday at nine to fix the kitchen sink.",
+             "cli-piano.txt": "Piano lessons moved to Thursday afternoons at the music school."}
+    for name, text in notes.items():
+        (tmp_path / name).write_text(text)
+    paths = [str(tmp_path / name) for name in notes]
+    out = her_serve("ingest", *paths)
+    assert {f"written: {name}" for name in notes} <= set(out.splitlines())
+    assert "GlinerNER is not running" in " ".join(out.split())  # why no entities
+    assert set(her_serve("ingest", *paths).splitlines()) >= {f"unchanged: {n}" for n in notes}
+    found = her_serve("retrieve", "when does the plumber come to fix the sink", "-k", "3")
+    first = next(line for line in found.splitlines() if line.startswith("│ 1 "))
+    assert "cli-plumber.txt" in first, found  # the best hit
+    assert all(stores_holding(name, text) >= {"postgresql", "qdrant"} for name, text in notes.items())
+    her_serve("forget", *notes)
+    assert all(stores_holding(name, text) == set() for name, text in notes.items())

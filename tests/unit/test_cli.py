@@ -1,4 +1,5 @@
-"""The CLI without a cluster: the capacity planner's tables, readable errors, generic tables."""
+"""The CLI without a cluster: the capacity planner's tables, readable errors, the tables it
+prints, and what ingest sends."""
 
 from __future__ import annotations
 
@@ -76,3 +77,83 @@ def test_generic_tables_show_scalars_and_lists_of_objects():
 def test_server_text_is_not_read_as_markup():
     text = render(tables.generic({"results": [{"text": "[bold]hi[/bold] [red]"}]}))
     assert "[bold]hi[/bold] [red]" in text
+
+
+def test_the_retrieval_view_ranks_hits_with_their_text_and_the_graphs_additions():
+    answer = {
+        "object": "retrieval", "query": "[red]plumber", "edges": [],
+        "results": [{"id": "plumber.txt", "score": 0.7123, "metadata": {},
+                     "text": "The plumber comes on Tuesday at nine to fix the kitchen sink."},
+                    {"id": "[bold]x", "score": 0.1, "text": "Piano on Thursday.", "metadata": {}}],
+        "entities": [{"id": "e1", "name": "Tuesday", "label": "date", "hops": 0, "score": 0.3,
+                      "documents": 2}],
+        "related": [{"id": "doc-9", "score": 0.2}],
+        "timings_ms": {"embed": 14.21, "vector": 4.1, "total": 22.0},
+    }
+    lines = render(tables.retrieval_view(answer)).splitlines()
+    text = "\n".join(lines)
+    assert "results for: [red]plumber" in text  # the server's text is never markup
+    first = next(line for line in lines if "plumber.txt" in line)
+    assert "1" in first and "0.712" in first and "fix the kitchen sink." in first  # whole
+    assert any("[bold]x" in line and "0.100" in line for line in lines)
+    assert "Tuesday" in text and "doc-9" in text
+    assert lines[-1].strip() == "ms: embed 14.2 · vector 4.1 · total 22.0"
+    empty = {**answer, "results": [], "entities": [], "related": []}
+    assert render(tables.retrieval_view(empty)).splitlines()[0] == "no document matched"
+
+
+def test_ingest_refuses_what_it_cannot_send(tmp_path):
+    """Exit 2 and one line, before any request: the URL answers nothing (a sent
+    request would be exit 1, connection refused)."""
+    photo, note = tmp_path / "photo.jpg", tmp_path / "note.txt"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 JFIF")
+    note.write_text("The plumber comes on Tuesday.")
+    cases = {
+        (str(photo),): "photo.jpg: not UTF-8 text",
+        (str(tmp_path / "gone.txt"),): "gone.txt: No such file or directory",
+        ("-",): "text from stdin needs --id",
+        ("--id", "x", str(note), str(note)): "--id names one document",
+    }
+    for args, message in cases.items():
+        result = runner.invoke(app, ["--url", "http://127.0.0.1:9", "ingest", *args])
+        text = " ".join(result.output.split())
+        assert result.exit_code == 2 and message in text, (args, result.output)
+        assert "Traceback" not in text
+
+
+def test_ingest_sends_many_files_in_requests_the_server_takes(tmp_path, monkeypatch):
+    """Each file one document named after it; over MAX_DOCUMENTS files, several requests."""
+    import functools
+
+    import httpx
+
+    from api.schemas import MAX_DOCUMENTS, IngestRequest
+    from clients import HerClient, cli
+
+    bodies = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        body = IngestRequest.model_validate_json(request.content)  # what the server checks
+        bodies.append(body)
+        ids = [d.id for d in body.documents]
+        return httpx.Response(200, json={"object": "ingest", "written": ids[1:], "unchanged": ids[:1],
+                                         "entities": 2, "entities_skipped": None,
+                                         "refresh": "redis", "timings_ms": {}})
+
+    monkeypatch.setattr(cli, "HerClient",
+                        functools.partial(HerClient, transport=httpx.MockTransport(server)))
+    files = []
+    for i in range(MAX_DOCUMENTS + 3):
+        files.append(tmp_path / f"note-{i}.txt")
+        files[-1].write_text(f"Note number {i}.")
+    result = runner.invoke(app, ["--url", "http://cluster:8000", "ingest", "--transcript",
+                                 *map(str, files)])
+    assert result.exit_code == 0, result.output
+    assert [len(b.documents) for b in bodies] == [MAX_DOCUMENTS, 3]
+    sent = [d for b in bodies for d in b.documents]
+    assert [(d.id, d.text, d.kind) for d in sent[:2]] == [
+        ("note-0.txt", "Note number 0.", "transcript"), ("note-1.txt", "Note number 1.", "transcript")]
+    lines = result.output.splitlines()
+    assert "unchanged: note-0.txt" in lines and "written: note-1.txt" in lines
+    assert sum(line.startswith(("written: ", "unchanged: ")) for line in lines) == len(files)
+    assert lines[-1] == "4 entities"
