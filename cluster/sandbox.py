@@ -8,10 +8,11 @@ that made it: free ports, its own RAY_TMPDIR, stopped with ``stop()``.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,17 +25,36 @@ from topology.nodes import load_nodes
 REPO = Path(__file__).resolve().parent.parent
 
 
+def quiet_ports() -> range:
+    """Ports nothing takes by itself: below the kernel's ephemeral range (where the OS
+    puts every outgoing connection and every port-0 bind, Ray's dozens of processes
+    included) and above ``ray start``'s worker ports (10000-19999). A port picked there
+    stays free until its owner binds it; one picked in the ephemeral range was taken
+    in the half minute before Serve's proxy bound it, and a CI cluster never started."""
+    low = 32768
+    with suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return range(20000, low) if low > 21000 else range(1024, 65536)
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports.
+    """``count`` distinct free ports from ``quiet_ports``, none in use on any address.
 
     Every socket stays bound until all are picked: ports bound and released one
     by one can come back twice, and Ray refuses a node whose ports repeat.
     """
     with ExitStack() as held:
-        socks = [held.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+        picked = []
+        for port in random.sample(quiet_ports(), len(quiet_ports())):
+            sock = held.enter_context(socket.socket())
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            picked.append(port)
+            if len(picked) == count:
+                return picked
+    raise RuntimeError(f"fewer than {count} free ports in {quiet_ports()}")
 
 
 def free_port() -> int:
