@@ -28,13 +28,15 @@ REPO = Path(__file__).resolve().parent.parent
 def quiet_ports() -> range:
     """Ports nothing takes by itself: below the kernel's ephemeral range (where the OS
     puts every outgoing connection and every port-0 bind, Ray's dozens of processes
-    included) and above ``ray start``'s worker ports (10000-19999). A port picked there
-    stays free until its owner binds it; one picked in the ephemeral range was taken
-    in the half minute before Serve's proxy bound it, and a CI cluster never started."""
-    low = 32768
+    included), below Serve's direct-ingress ports (from 30000) and above ``ray start``'s
+    worker ports (10000-19999). A port picked there stays free until its owner binds
+    it; one picked in the ephemeral range was taken in the half minute before Serve's
+    proxy bound it, and a chaos cluster never started."""
+    ephemeral = 32768
     with suppress(OSError, ValueError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    return range(20000, low) if low > 21000 else range(1024, 65536)
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    high = min(30000, ephemeral)
+    return range(20000, high) if high > 21000 else range(1024, 65536)
 
 
 def free_ports(count: int) -> list[int]:
