@@ -198,7 +198,8 @@ class VoiceGraph:
         conversation = options.get("conversation_id")
         messages = [{"role": "system", "content": system},
                     *self.conversations.history(conversation), {"role": "user", "content": text}]
-        request = ChatRequest(messages, self.llm_settings.max_tokens, self.llm_settings.temperature)
+        request = ChatRequest(messages, options.get("max_tokens") or self.llm_settings.max_tokens,
+                              self.llm_settings.temperature)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         reply: list[str] = []
         spoken: list[str] = []

@@ -340,6 +340,7 @@ async function send(samples, rate) {
   if (engineSelect.value) form.append("engine", engineSelect.value);
   if (voiceSelect.value) form.append("voice", voiceSelect.value);
   if ($("system-prompt").value.trim()) form.append("system_prompt", $("system-prompt").value.trim());
+  if ($("max-tokens").value) form.append("max_tokens", $("max-tokens").value);
   if ($("language").value) form.append("language", $("language").value);
   if ($("retrieve").checked) form.append("retrieve", "true");
   try {

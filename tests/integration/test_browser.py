@@ -127,8 +127,11 @@ def test_a_spoken_question_is_answered_aloud_and_a_second_press_interrupts(
     first.locator(".notes", has_text="Interrupted").wait_for(timeout=30_000)
 
     # The second press records the new question and sends it when let go (with the server's
-    # own short-answer prompt this time, set without moving the focus off the page).
+    # own short-answer prompt this time, and a short reply: the test waits until the page
+    # has played all of it, and SmolLM2 told a story of 300 words in two minutes of audio;
+    # both set without moving the focus off the page).
     page.evaluate("document.getElementById('system-prompt').value = ''")
+    page.evaluate("document.getElementById('max-tokens').value = '24'")
     time.sleep(question_s)
     with page.expect_request(lambda r: r.url.endswith("/v1/voice/turn")) as second:
         page.keyboard.up("Space")
@@ -137,6 +140,7 @@ def test_a_spoken_question_is_answered_aloud_and_a_second_press_interrupts(
     page.locator("#app[data-state=idle][data-turns='2']").wait_for(timeout=TIMEOUT_MS)
     answer = page.locator(".turn").nth(1)
     assert answer.locator(".transcript").inner_text().strip()
+    assert 0 < len(answer.locator(".reply").inner_text().split()) <= 24  # max_tokens went along
     assert answer.locator(".timings dt").count() >= 4  # the done frame's stage timings
     assert int(attributes(page)["samplesPlayed"]) > played
 

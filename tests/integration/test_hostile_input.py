@@ -205,7 +205,8 @@ def audio_cases() -> list[Case]:
                         ("timestamp_granularities[]", "char")]:
         cases.append(Case(f"form {name}={value}", "POST", "/v1/audio/transcriptions",
                           files={"file": ("a.wav", speech, "audio/wav")}, data={name: value}))
-    for name, value in [("speed", "Infinity"), ("k", "1e999"), ("output_sample_rate", "-1")]:
+    for name, value in [("speed", "Infinity"), ("k", "1e999"), ("output_sample_rate", "-1"),
+                        ("max_tokens", "0"), ("max_tokens", "99999999999999999999")]:
         cases.append(Case(f"voice form {name}={value}", "POST", "/v1/voice/turn",
                           files={"file": ("a.wav", speech, "audio/wav")}, data={name: value}))
     return cases

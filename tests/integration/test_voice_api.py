@@ -80,10 +80,20 @@ def test_a_spoken_question_gets_a_spoken_answer(serve_cluster, utterance):
 
 
 def test_first_audio_arrives_before_the_llm_has_finished(serve_cluster, story):
-    frames = [f for _, f in turn(serve_cluster, story, system_prompt=LONG_ANSWER)]
+    frames = [f for _, f in turn(serve_cluster, story, system_prompt=LONG_ANSWER, max_tokens="80")]
     done = frames[-1]
     assert done["type"] == "done" and len([f for f in frames if f["type"] == "audio"]) > 1
     assert done["timings_ms"]["first_audio"] < done["timings_ms"]["llm_done"]
+
+
+def test_a_turn_can_bound_its_reply(serve_cluster, story):
+    """The story prompt writes hundreds of tokens (tests/integration/test_browser.py plays
+    them); max_tokens=6 ends the reply after six: a handful of words, one sentence."""
+    frames = [f for _, f in turn(serve_cluster, story, system_prompt=LONG_ANSWER, max_tokens="6")]
+    done = frames[-1]
+    assert done["type"] == "done" and done["cancelled"] is False, frames
+    assert 0 < len(done["reply"].split()) <= 6, done["reply"]
+    assert [f["type"] for f in frames].count("audio") == 1  # what there was, still spoken
 
 
 def test_cancel_stops_the_answer_and_the_llm(serve_cluster, story):
