@@ -1,5 +1,5 @@
-"""``her-serve``: the cluster from a terminal (status, capacity, say, transcribe, embed, ingest,
-retrieve, forget).
+"""``her-serve``: the cluster from a terminal (status, capacity, ask, say, transcribe, embed,
+ingest, retrieve, forget).
 
 Server errors print as one readable line and exit 1; no tracebacks.
 """
@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Iterator, List, NoReturn, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from api.schemas import MAX_DOCUMENTS
 from clients import tables
@@ -74,6 +76,9 @@ def connect(ctx: typer.Context) -> Iterator[HerClient]:
         if exc.url:
             errors.print(f"[dim]  url: {escape(exc.url)}  request id: {exc.request_id}[/]")
         raise typer.Exit(1) from None
+    except ValidationError as exc:  # a ValueError: first, for one line per field, no links
+        refuse("; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}"
+                         for e in exc.errors()))
     except ValueError as exc:
         refuse(str(exc))
 
@@ -121,6 +126,25 @@ def capacity(
     if problems:
         raise typer.Exit(1)
     console.print("[green]every node fits (failover targets included)[/]")
+
+
+@app.command()
+def ask(
+    ctx: typer.Context,
+    question: str = typer.Argument(..., help="What to ask"),
+    system: Optional[str] = typer.Option(None, "--system", help="A system prompt"),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest reply, in tokens"),
+    temperature: float = typer.Option(0.6, "--temperature", help="0 is greedy"),
+) -> None:
+    """Ask the assistant in text (POST /v1/chat/completions): the reply, then its tokens."""
+    messages = [{"role": "system", "content": system}] if system else []
+    with connect(ctx) as client:
+        answer = client.chat([*messages, {"role": "user", "content": question}],
+                             max_tokens=max_tokens, temperature=temperature)
+    choice = answer.choices[0]
+    console.print(Text(choice.message.content))
+    cut = " (cut at --max-tokens)" if choice.finish_reason == "length" else ""
+    console.print(f"[dim]{answer.usage.completion_tokens} tokens{cut}[/]")
 
 
 @app.command()

@@ -23,8 +23,8 @@ import httpx
 import tenacity
 
 from api.schemas import (
-    DeleteDocumentsRequest, DocumentDeleted, DocumentDeletedList, DocumentPath, EmbeddingRequest,
-    EmbeddingResponse, Health, ModelList,
+    ChatCompletion, ChatCompletionRequest, DeleteDocumentsRequest, DocumentDeleted,
+    DocumentDeletedList, DocumentPath, EmbeddingRequest, EmbeddingResponse, Health, ModelList,
 )
 from clients.retry import Attempts, HerServeError, RetryPolicy, retrying
 
@@ -123,6 +123,23 @@ class _Endpoints:
     ) -> list[list[float]]:
         body = EmbeddingRequest(input=texts, model=model, input_type=input_type)
         return self._call(Call("POST", "/v1/embeddings", _vectors,
+                               json=body.model_dump(exclude_none=True),
+                               idempotency_key=idempotency_key))
+
+    def chat(
+        self,
+        messages: list[dict],
+        max_tokens: int | None = None,
+        temperature: float = 1.0,
+        stop: str | list[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> ChatCompletion:
+        """OpenAI's ``/v1/chat/completions``, the whole reply: the cluster's one chat model
+        answers (``choices[0].message.content``; ``finish_reason`` ``length`` when cut)."""
+        body = ChatCompletionRequest(messages=messages, max_tokens=max_tokens,
+                                     temperature=temperature, stop=stop)
+        return self._call(Call("POST", "/v1/chat/completions",
+                               lambda r: ChatCompletion.model_validate(r.json()),
                                json=body.model_dump(exclude_none=True),
                                idempotency_key=idempotency_key))
 

@@ -140,3 +140,18 @@ def test_cli_say_writes_a_sized_wav_that_whisper_transcribes(serve_cluster, tmp_
     result = runner.invoke(app, [*base, "transcribe", str(out)])
     assert result.exit_code == 0, result.output
     assert "tomato" in result.output.lower()
+
+
+def test_chat_and_cli_ask_get_the_embedded_models_reply(client, serve_cluster):
+    """SmolLM2 answers through the client (greedy: the same question, the same reply) and
+    through `her-serve ask`, which says when --max-tokens cut the reply."""
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    first = client.chat(messages, max_tokens=24, temperature=0)
+    assert first.choices[0].message.content.strip() and first.usage.completion_tokens <= 24
+    assert client.chat(messages, max_tokens=24, temperature=0).choices == first.choices
+    result = CliRunner().invoke(app, ["--url", serve_cluster.base_url, "--token",
+                                      serve_cluster.token, "ask", "Tell me a long story.",
+                                      "--max-tokens", "5", "--temperature", "0"])
+    assert result.exit_code == 0, result.output
+    *reply, usage = result.output.strip().splitlines()
+    assert " ".join(reply).strip() and usage == "5 tokens (cut at --max-tokens)", result.output

@@ -102,6 +102,14 @@ def test_the_retrieval_view_ranks_hits_with_their_text_and_the_graphs_additions(
     assert render(tables.retrieval_view(empty)).splitlines()[0] == "no document matched"
 
 
+def test_ask_refuses_a_temperature_out_of_range_before_sending():
+    result = runner.invoke(app, ["--url", "http://127.0.0.1:9", "ask", "hi", "--temperature", "5"])
+    assert result.exit_code == 2, result.output  # a sent request: exit 1, connection refused
+    text = " ".join(result.output.split())
+    assert "error: temperature: Input should be less than or equal to 2" in text
+    assert "pydantic.dev" not in text and "Traceback" not in text  # one line per field
+
+
 def test_ingest_refuses_what_it_cannot_send(tmp_path):
     """Exit 2 and one line, before any request: the URL answers nothing (a sent
     request would be exit 1, connection refused)."""
