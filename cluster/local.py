@@ -47,10 +47,15 @@ HEALTH_ENV = {
 # In that mode replicas call each other over gRPC, which refuses a message over 4 MiB unless
 # told otherwise: an upload goes to WhisperSTT as it came (up to 25 MiB, OpenAI's limit), so
 # 64 MiB bounds every request the edge admits (tests/unit/test_serve_env.py).
+# A proxy starting beside a node's other processes on a busy 2-core machine missed Serve's
+# 5 s readiness check three times in a row; the controller killed it and `serve.start`
+# failed with it. 30 s is room for a slow start, and a proxy that never answers is still
+# replaced.
 REPLICA_MESSAGE_BYTES = 64 * 1024 * 1024
 SERVE_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1"),
     "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(REPLICA_MESSAGE_BYTES),
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
 }
 
 

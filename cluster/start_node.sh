@@ -24,6 +24,8 @@ export RAY_health_check_period_ms=500 RAY_health_check_timeout_ms=1000 RAY_healt
 export RAY_SERVE_THROUGHPUT_OPTIMIZED=${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1}
 # gRPC between replicas refuses messages over 4 MiB by default; an upload (25 MiB) must pass.
 export RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH=67108864
+# A proxy slow to start (a busy machine) is waited for, not killed after 5 s.
+export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=30
 if [ "$node" = titan ]; then
   # GCS fault tolerance: the head keeps cluster state in the Redis already on Titan,
   # so a restarted head picks up the running cluster instead of starting a new one.
