@@ -574,6 +574,10 @@ class ChatCompletionRequest(BaseModel):
     stop: Union[str, list[str], None] = Field(default=None, validate_default=True)
     """Always a list once validated."""
     user: str | None = Field(default=None, max_length=256)
+    retrieve: bool = False
+    """An extension (OpenAI's API has none): add ``/v1/retrieve``'s top ``k`` texts for the
+    last user message to the system prompt, as a voice turn with ``retrieve`` does."""
+    k: int = Field(default=3, ge=1, le=20)
 
     @field_validator("stop")
     @classmethod

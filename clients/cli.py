@@ -135,12 +135,16 @@ def ask(
     system: Optional[str] = typer.Option(None, "--system", help="A system prompt"),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest reply, in tokens"),
     temperature: float = typer.Option(0.6, "--temperature", help="0 is greedy"),
+    retrieve: bool = typer.Option(False, "--retrieve", help="Answer from your documents"),
+    k: int = typer.Option(3, "-k", help="How many documents (with --retrieve)"),
 ) -> None:
-    """Ask the assistant in text (POST /v1/chat/completions): the reply, then its tokens."""
+    """Ask the assistant in text (POST /v1/chat/completions): the reply, then its tokens.
+    With --retrieve the k documents closest to the question go in its system prompt."""
     messages = [{"role": "system", "content": system}] if system else []
     with connect(ctx) as client:
         answer = client.chat([*messages, {"role": "user", "content": question}],
-                             max_tokens=max_tokens, temperature=temperature)
+                             max_tokens=max_tokens, temperature=temperature, retrieve=retrieve,
+                             k=k)
     choice = answer.choices[0]
     console.print(Text(choice.message.content))
     cut = " (cut at --max-tokens)" if choice.finish_reason == "length" else ""

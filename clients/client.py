@@ -132,15 +132,19 @@ class _Endpoints:
         max_tokens: int | None = None,
         temperature: float = 1.0,
         stop: str | list[str] | None = None,
+        retrieve: bool = False,
+        k: int = 3,
         idempotency_key: str | None = None,
     ) -> ChatCompletion:
         """OpenAI's ``/v1/chat/completions``, the whole reply: the cluster's one chat model
-        answers (``choices[0].message.content``; ``finish_reason`` ``length`` when cut)."""
+        answers (``choices[0].message.content``; ``finish_reason`` ``length`` when cut).
+        ``retrieve``: the top ``k`` of your documents for the last question go in its
+        system prompt."""
         body = ChatCompletionRequest(messages=messages, max_tokens=max_tokens,
-                                     temperature=temperature, stop=stop)
+                                     temperature=temperature, stop=stop, retrieve=retrieve, k=k)
         return self._call(Call("POST", "/v1/chat/completions",
                                lambda r: ChatCompletion.model_validate(r.json()),
-                               json=body.model_dump(exclude_none=True),
+                               json=body.model_dump(exclude_none=True, exclude_defaults=True),
                                idempotency_key=idempotency_key))
 
     def tts(

@@ -23,6 +23,15 @@ from graphs.embed_calls import EmbedCalls
 T = TypeVar("T")
 
 
+def with_context(system: str, context: list[str]) -> str:
+    """An LLM's system prompt with the texts retrieval found for the question (voice turns
+    and chat completions with ``retrieve``)."""
+    if not context:
+        return system
+    found = "What you know that may help:\n" + "\n".join(f"- {text}" for text in context)
+    return f"{system}\n\n{found}" if system else found
+
+
 def elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 

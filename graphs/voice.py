@@ -32,7 +32,7 @@ from graphs import routing
 from graphs.failover import TTSCalls
 from graphs.http import root_cause, scrub
 from graphs.metrics import record_stage, stage_timer
-from graphs.retrieval import RETRIEVAL
+from graphs.retrieval import RETRIEVAL, with_context
 
 log = logging.getLogger("ray.serve")
 
@@ -192,9 +192,7 @@ class VoiceGraph:
 
     async def _answer(self, turn: Turn, text: str, context: list[str], engine: str,
                       options: dict, timings: dict, started: float) -> AsyncIterator[dict]:
-        system = options.get("system_prompt") or DEFAULT_SYSTEM_PROMPT
-        if context:
-            system += "\n\nWhat you know that may help:\n" + "\n".join(f"- {c}" for c in context)
+        system = with_context(options.get("system_prompt") or DEFAULT_SYSTEM_PROMPT, context)
         conversation = options.get("conversation_id")
         messages = [{"role": "system", "content": system},
                     *self.conversations.history(conversation), {"role": "user", "content": text}]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import AsyncIterator
 
 from fastapi import APIRouter
@@ -22,6 +23,7 @@ from api.schemas import (
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
     ChatCompletionRequest, ChatDelta, ChatUsage, ErrorDetail, ErrorResponse,
 )
+from graphs.retrieval import RETRIEVAL, with_context
 from graphs.services import Services, ServicesDep, SettingsDep
 
 CHAT = CHAT_LLM.name
@@ -51,6 +53,24 @@ def chat_request(body: ChatCompletionRequest, limits: LLMSettings) -> ChatReques
                        body.temperature, tuple(body.stop))
 
 
+async def grounded(request: ChatRequest, k: int, services: Services) -> ChatRequest:
+    """The request with what retrieval finds for its last user message in the system
+    prompt (one is added at the front when the conversation has none)."""
+    question = next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
+    if not question.strip():
+        return request
+    found = await services.get(RETRIEVAL.name).retrieve.remote(question, k, 1, None)
+    context = [hit.text for hit in found.results]
+    if not context:
+        return request
+    messages = list(request.messages)
+    if messages[0]["role"] == "system":
+        messages[0] = {**messages[0], "content": with_context(messages[0]["content"], context)}
+    else:
+        messages.insert(0, {"role": "system", "content": with_context("", context)})
+    return replace(request, messages=messages)
+
+
 async def model_id(services: Services) -> str:
     info = await services.replica_info()
     return next((r.model for r in info.get(CHAT, []) if r.model), CHAT)
@@ -64,7 +84,10 @@ async def model_id(services: Services) -> str:
                                     "chat.completion.chunk events ending in data: [DONE]."}},
 )
 async def create(body: ChatCompletionRequest, services: ServicesDep, settings: SettingsDep):
-    chunks = services.get(CHAT).options(stream=True).chat.remote(chat_request(body, settings.llm))
+    request = chat_request(body, settings.llm)
+    if body.retrieve:
+        request = await grounded(request, body.k, services)
+    chunks = services.get(CHAT).options(stream=True).chat.remote(request)
     try:  # an LLMError here is the gateway's to map
         first: ChatChunk = await chunks.__anext__()
     except ValueError as exc:  # the prompt does not fit the model's context

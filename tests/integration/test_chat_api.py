@@ -68,6 +68,8 @@ def test_bad_input_is_a_4xx_in_the_json_envelope(api):
         ({"messages": [user], "temperature": 3}, 422, "temperature"),
         ({"messages": [user], "stop": ["a", "b", "c", "d", "e"]}, 422, "stop"),
         ({"messages": [user], "n": 2}, 422, "n"),
+        ({"messages": [user], "retrieve": True, "k": 0}, 422, "k"),
+        ({"messages": [user], "retrieve": "perhaps"}, 422, "retrieve"),
         ({"messages": [{"role": "user", "content": "x" * 1_000_000}]}, 413, None),
         ({"messages": [{"role": "user", "content": "word " * 40_000}]}, 400, "messages"),
     ]
@@ -85,3 +87,30 @@ def test_bad_input_is_a_4xx_in_the_json_envelope(api):
 def test_the_openai_client_sees_bad_input_as_a_bad_request(oai):
     with pytest.raises(openai.BadRequestError):
         oai.chat.completions.create(model=MODEL, messages=ASK, max_tokens=100_000)
+
+
+def test_retrieve_answers_from_your_documents(oai, api, serve_cluster):
+    """The ``retrieve`` extension puts the closest documents in the system prompt: SmolLM2
+    (greedy) finds the key where the note says; without it, it cannot. `her-serve ask
+    --retrieve` is the same call."""
+    from typer.testing import CliRunner
+
+    from clients.cli import app
+
+    note = {"id": "chat-spare-key", "text": "The spare house key is under the blue flowerpot "
+                                            "next to the garage door."}
+    assert api.post("/v1/ingest", json={"documents": [note]}).status_code == 200
+    try:
+        question = [{"role": "user", "content": "Where is the spare key?"}]
+        found = oai.chat.completions.create(model=MODEL, messages=question, max_tokens=32,
+                                            temperature=0, extra_body={"retrieve": True, "k": 2})
+        alone = oai.chat.completions.create(model=MODEL, messages=question, max_tokens=32,
+                                            temperature=0)
+        assert "flowerpot" in found.choices[0].message.content, found.choices[0].message
+        assert "flowerpot" not in alone.choices[0].message.content
+        result = CliRunner().invoke(app, ["--url", serve_cluster.base_url, "--token",
+                                          serve_cluster.token, "ask", "Where is the spare key?",
+                                          "--retrieve", "-k", "2", "--temperature", "0"])
+        assert result.exit_code == 0 and "flowerpot" in result.output, result.output
+    finally:  # the retrieval tests compare the store with their own corpus
+        assert api.delete(f"/v1/documents/{note['id']}").json()["deleted"]

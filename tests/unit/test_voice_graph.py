@@ -9,6 +9,7 @@ import pytest
 
 from deployments.llm import ChatEngine, ChatRequest
 from deployments.settings import ConversationSettings, LLMSettings, SpeechSettings
+from graphs.retrieval import with_context
 from graphs.voice import Conversations, SentenceBuffer, Turn, TurnRefused, VoiceGraph
 from tests.fakes.llm_server import FakeLLM
 
@@ -41,6 +42,16 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def test_retrieved_texts_follow_the_system_prompt_or_stand_alone():
+    """One wording for voice turns and chat completions with ``retrieve``."""
+    found = ["The key is under the flowerpot.", "Piano is on Thursday."]
+    assert with_context("Be brief.", found) == (
+        "Be brief.\n\nWhat you know that may help:\n"
+        "- The key is under the flowerpot.\n- Piano is on Thursday.")
+    assert with_context("", found).startswith("What you know that may help:\n- The key")
+    assert with_context("Be brief.", []) == "Be brief."
 
 
 def test_a_conversation_keeps_only_its_last_exchanges():
