@@ -246,7 +246,8 @@ def ingest(
 
 
 def _read_documents(files: list[Path], doc_id: str | None) -> list[tuple[str, str]]:
-    """(id, text) per file; a file that cannot be read as text is exit code 2, nothing sent."""
+    """(id, text) per file, without the whitespace around it (a file's last newline);
+    a file that cannot be read as text is exit code 2, nothing sent."""
     if doc_id is not None and len(files) != 1:
         refuse("--id names one document: give one file")
     documents = []
@@ -257,7 +258,7 @@ def _read_documents(files: list[Path], doc_id: str | None) -> list[tuple[str, st
             text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             refuse(f"{path}: {exc.strerror if isinstance(exc, OSError) else 'not UTF-8 text'}")
-        documents.append((doc_id or path.name, text))
+        documents.append((doc_id or path.name, text.strip()))
     return documents
 
 

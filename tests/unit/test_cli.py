@@ -153,7 +153,7 @@ def test_ingest_sends_many_files_in_requests_the_server_takes(tmp_path, monkeypa
     files = []
     for i in range(MAX_DOCUMENTS + 3):
         files.append(tmp_path / f"note-{i}.txt")
-        files[-1].write_text(f"Note number {i}.")
+        files[-1].write_text(f"Note number {i}.\n")  # as editors save it: sent without it
     result = runner.invoke(app, ["--url", "http://cluster:8000", "ingest", "--transcript",
                                  *map(str, files)])
     assert result.exit_code == 0, result.output
