@@ -144,7 +144,7 @@ class _Endpoints:
                                      temperature=temperature, stop=stop, retrieve=retrieve, k=k)
         return self._call(Call("POST", "/v1/chat/completions",
                                lambda r: ChatCompletion.model_validate(r.json()),
-                               json=body.model_dump(exclude_none=True, exclude_defaults=True),
+                               json=body.model_dump(exclude_defaults=True),
                                idempotency_key=idempotency_key))
 
     def tts(

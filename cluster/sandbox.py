@@ -45,9 +45,10 @@ def free_ports(count: int) -> list[int]:
     Every socket stays bound until all are picked: ports bound and released one
     by one can come back twice, and Ray refuses a node whose ports repeat.
     """
+    ports = quiet_ports()
     with ExitStack() as held:
         picked = []
-        for port in random.sample(quiet_ports(), len(quiet_ports())):
+        for port in random.sample(ports, len(ports)):
             sock = held.enter_context(socket.socket())
             try:
                 sock.bind(("0.0.0.0", port))
@@ -56,7 +57,7 @@ def free_ports(count: int) -> list[int]:
             picked.append(port)
             if len(picked) == count:
                 return picked
-    raise RuntimeError(f"fewer than {count} free ports in {quiet_ports()}")
+    raise RuntimeError(f"fewer than {count} free ports in {ports}")
 
 
 def free_port() -> int:

@@ -129,14 +129,11 @@ def test_ingest_refuses_what_it_cannot_send(tmp_path):
         assert "Traceback" not in text
 
 
-def test_ingest_sends_many_files_in_requests_the_server_takes(tmp_path, monkeypatch):
+def test_ingest_sends_many_files_in_requests_the_server_takes(tmp_path, cli_server):
     """Each file one document named after it; over MAX_DOCUMENTS files, several requests."""
-    import functools
-
     import httpx
 
     from api.schemas import MAX_DOCUMENTS, IngestRequest
-    from clients import HerClient, cli
 
     bodies = []
 
@@ -148,8 +145,7 @@ def test_ingest_sends_many_files_in_requests_the_server_takes(tmp_path, monkeypa
                                          "entities": 2, "entities_skipped": None,
                                          "refresh": "redis", "timings_ms": {}})
 
-    monkeypatch.setattr(cli, "HerClient",
-                        functools.partial(HerClient, transport=httpx.MockTransport(server)))
+    cli_server(server)
     files = []
     for i in range(MAX_DOCUMENTS + 3):
         files.append(tmp_path / f"note-{i}.txt")

@@ -6,7 +6,6 @@ goes out, how the answer is read and checked, retries, and what the CLI prints.
 
 from __future__ import annotations
 
-import functools
 import json
 
 import httpx
@@ -126,18 +125,6 @@ async def test_async_client_forgets():
     async with AsyncHerClient([URL], policy=FAST, transport=httpx.MockTransport(server)) as client:
         assert await client.forget("a") == [DocumentDeleted(id="a", deleted=True)]
         assert [r.deleted for r in await client.forget(["a", "b"])] == [False, False]
-
-
-@pytest.fixture
-def cli_server(monkeypatch):
-    """The CLI's client, talking to a scripted server."""
-
-    def use(server: ScriptedServer) -> ScriptedServer:
-        monkeypatch.setattr(cli, "HerClient",
-                            functools.partial(HerClient, transport=httpx.MockTransport(server)))
-        return server
-
-    return use
 
 
 def test_cli_forget_says_what_was_deleted_and_what_was_not_found(cli_server):
