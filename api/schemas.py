@@ -521,8 +521,9 @@ class VoiceTurnForm(BaseModel):
     """Add /v1/retrieve's top results to the LLM's context."""
     k: int = Field(default=3, ge=1, le=20)
     system_prompt: str | None = Field(default=None, max_length=4000)
-    max_tokens: int | None = Field(default=None, ge=1, le=4096)
-    """The reply's token budget (the server's default, ``SERVE_LLM__MAX_TOKENS``, when absent)."""
+    max_tokens: int | None = Field(default=None, ge=1)
+    """The reply's token budget (the server's default, ``SERVE_LLM__MAX_TOKENS``, when absent),
+    at most ``SERVE_LLM__MAX_COMPLETION_TOKENS`` as for chat (400 above it)."""
     language: str | None = None
     conversation_id: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     """Keep this conversation's recent turns as the LLM's context (docs/voice.md); the

@@ -10,8 +10,9 @@ from graphs.routing import RoutingState
 from graphs.services import Services
 
 
-def model_free_gateway(token: str, unavailable: dict[str, str] | None = None):
-    """The FastAPI app ``build_http_app`` makes, with ``token`` and no running deployment."""
+def model_free_gateway(token: str, unavailable: dict[str, str] | None = None, **settings):
+    """The FastAPI app ``build_http_app`` makes, with ``token``, any other ``Settings`` fields
+    given, and no running deployment."""
     services = Services(handles={}, unavailable=dict(unavailable or {}), tasks={},
                         tts=TTSCalls(SpeechSettings(), RoutingState()))
-    return build_http_app(services, Settings(auth={"token": token}), None, {})
+    return build_http_app(services, Settings(auth={"token": token}, **settings), None, {})

@@ -44,12 +44,19 @@ def sse(payload: str) -> str:
     return f"data: {payload}\n\n"
 
 
-def chat_request(body: ChatCompletionRequest, limits: LLMSettings) -> ChatRequest:
-    max_tokens = body.max_tokens or min(DEFAULT_MAX_TOKENS, limits.max_completion_tokens)
-    if max_tokens > limits.max_completion_tokens:
-        raise APIError(400, f"max_tokens is {max_tokens}; at most {limits.max_completion_tokens}",
+def reply_budget(asked: int | None, default: int, limits: LLMSettings) -> int:
+    """A reply's ``max_tokens``: what was asked, or ``default`` within the configured ceiling;
+    above the ceiling it is the client's error (chat and voice turns alike)."""
+    budget = asked or min(default, limits.max_completion_tokens)
+    if budget > limits.max_completion_tokens:
+        raise APIError(400, f"max_tokens is {budget}; at most {limits.max_completion_tokens}",
                        param="max_tokens")
-    return ChatRequest([m.model_dump(exclude_none=True) for m in body.messages], max_tokens,
+    return budget
+
+
+def chat_request(body: ChatCompletionRequest, limits: LLMSettings) -> ChatRequest:
+    return ChatRequest([m.model_dump(exclude_none=True) for m in body.messages],
+                       reply_budget(body.max_tokens, DEFAULT_MAX_TOKENS, limits),
                        body.temperature, tuple(body.stop))
 
 

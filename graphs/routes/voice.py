@@ -18,6 +18,7 @@ from starlette.responses import StreamingResponse
 
 from api.schemas import VoiceCancelRequest, VoiceCancelResponse, VoiceTurnForm
 from graphs.http import APIError, EdgeRoute, body_limit, multipart_body, read_audio_form
+from graphs.routes.chat import reply_budget
 from graphs.services import ServicesDep, SettingsDep
 from graphs.voice import VOICE as VOICE_GRAPH
 
@@ -35,8 +36,10 @@ async def turn(request: Request, services: ServicesDep, settings: SettingsDep) -
     audio, form = await read_audio_form(
         request, settings.speech.whisper.max_audio_bytes, VoiceTurnForm)
     turn_id = form.turn_id or uuid.uuid4().hex
+    options = form.model_dump(exclude={"turn_id", "sample_rate"})
+    options["max_tokens"] = reply_budget(form.max_tokens, settings.llm.max_tokens, settings.llm)
     frames = services.get(VOICE).options(stream=True).turn.remote(
-        turn_id, audio, form.sample_rate, form.model_dump(exclude={"turn_id", "sample_rate"}))
+        turn_id, audio, form.sample_rate, options)
     # Refusals come before the first frame, while an error can still be an HTTP status:
     # TurnRefused (no LLM, TTS engine down) is a 503, audio STT cannot accept a 400.
     first = await frames.__anext__()

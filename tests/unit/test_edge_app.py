@@ -329,3 +329,23 @@ def test_a_flood_of_values_is_refused_before_it_is_parsed(monkeypatch):
     assert parsed == []
     text = {"input": "a, [b], {c}, " * 20_000}  # commas inside a string are not values
     assert http.strict_json(orjson.dumps(text)) == text and len(parsed) == 1
+
+
+@pytest.mark.parametrize("path,kwargs", [
+    ("/v1/chat/completions", lambda n: {"json": {"messages": [{"role": "user", "content": "hi"}],
+                                                 "max_tokens": n}}),
+    ("/v1/voice/turn", lambda n: {"files": {"file": ("a.wav", b"RIFF", "audio/wav")},
+                                  "data": {"max_tokens": str(n)}}),
+])
+def test_chat_and_voice_turns_share_the_configured_reply_ceiling(path, kwargs):
+    """SERVE_LLM__MAX_COMPLETION_TOKENS bounds a voice turn's reply as it bounds chat's: above
+    it a 400 naming max_tokens; within it the request gets past the edge (here to the 503 of
+    a cluster with no LLM)."""
+    app = model_free_gateway(TOKEN, llm={"max_completion_tokens": 100})
+    with TestClient(app, raise_server_exceptions=False,
+                    headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        over = client.post(path, **kwargs(101))
+        assert over.status_code == 400 and envelope(over)["param"] == "max_tokens", over.text
+        assert "at most 100" in envelope(over)["message"]
+        within = client.post(path, **kwargs(100))
+        assert within.status_code == 503, within.text
