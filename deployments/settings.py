@@ -158,7 +158,8 @@ class SpeechSettings(BaseModel):
     synthesis grows with the text (Kokoro on a slow CPU: 11.6 s for 85 characters)."""
     prefetch_sentences: int = Field(default=1, ge=1)
     """Sentences asked of the TTS replicas ahead of the one being delivered, so that
-    the next sentence is ready when this one ends (no gap between sentences)."""
+    the next sentence is ready when this one ends (no gap between sentences). The
+    first sentence of a text is asked alone (graphs.failover.SpeechStream.pieces)."""
     admission_wait_s: float = Field(default=1.0, gt=0)
     """Longest expected wait (sentences in flight / measured service rate) with which a
     TTS request is still admitted; past it the gateway answers 503 + Retry-After at once.

@@ -2,9 +2,9 @@
 
 A text is split once, here on the gateway side (``tts_sentences``), and each
 sentence is one replica call that answers a ``SpeechPiece`` with its index
-(``SpeechStream``). Sentence i is awaited while the next ones are already
-asked, so the first audio is as early as one sentence allows and there is no
-gap between sentences.
+(``SpeechStream``). The first sentence is asked alone, so the first audio is as
+early as one sentence allows; from then on sentence i is awaited while the next
+ones are already asked, so there is no gap between sentences.
 
 Serve retries a call only when its replica died before accepting it; once
 accepted, a node's death fails it, and only after Ray notices (seconds). So
@@ -228,8 +228,8 @@ class CallLost(Exception):
 class SpeechStream:
     """One text's sentences from a TTS deployment, as SpeechPieces in order.
 
-    The first sentences are asked as soon as it is made (so an admission
-    check right before it counts them); iterate ``pieces()``. ``host`` is the
+    The first sentence is asked as soon as it is made (so an admission
+    check right before it counts it); iterate ``pieces()``. ``host`` is the
     node whose replica spoke first; ``resumed`` counts retries and hedges that won.
     """
 
@@ -244,11 +244,12 @@ class SpeechStream:
         self.request_id = current_request_id()
         self._asked: dict[int, asyncio.Task] = {}
         self._awaited: dict[int, asyncio.Event] = {}  # set once the caller waits for the sentence
-        self._ask_through(0)
+        self._ask_through(0, ahead=0)
 
-    def _ask_through(self, index: int) -> None:
-        """Have sentence ``index`` and the next ``prefetch_sentences`` asked."""
-        last = min(len(self.sentences), index + 1 + self.settings.prefetch_sentences)
+    def _ask_through(self, index: int, ahead: int | None = None) -> None:
+        """Have sentence ``index`` and the ``ahead`` after it asked (``prefetch_sentences``)."""
+        ahead = self.settings.prefetch_sentences if ahead is None else ahead
+        last = min(len(self.sentences), index + 1 + ahead)
         for i in range(index, last):
             if i not in self._asked:
                 self.meter.started()
@@ -261,11 +262,17 @@ class SpeechStream:
         self.meter.finished(completed=not task.cancelled() and task.exception() is None)
 
     async def pieces(self) -> AsyncIterator[SpeechPiece]:
+        """The sentences in order. The first goes alone: one asked beside it reached the
+        replica while it computed and cost its first audio 1-3 ms (Piper on CPU,
+        docs/performance.md); the next ones are asked once it is here."""
         try:
             for i in range(len(self.sentences)):
-                self._ask_through(i)
+                if i > 0:
+                    self._ask_through(i)
                 self._awaited.pop(i).set()
                 piece = await self._asked.pop(i)
+                if i == 0:
+                    self._ask_through(1)
                 self.host = self.host or piece.host
                 yield piece
         finally:
