@@ -134,6 +134,39 @@ async def paired_single(base_url: str, n: int, lanes: int) -> tuple[float, float
     return tuple(statistics.median(x) * 1e3 for x in (wide, narrow, remote))
 
 
+async def paired_throughput(base_url: str, n: int, lanes: int, turns: int = 3
+                            ) -> tuple[float, float, float]:
+    """Sentences/s of the in-process engine (32 at a time on torch's default threads, and
+    on ``lanes`` single-threaded lanes) and served at concurrency 32, in turn beside the
+    running cluster, ``turns`` times each; the medians."""
+    engine = EmbeddingEngine(EmbeddingSettings(), profile="cpu")
+    engine.load()
+    pool, per_lane = EngineLanes(lanes, threads=1).pool, BATCH // lanes
+    texts = [sentence(i) for i in range(n)]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def embed(i: int) -> None:
+        async with http.post("/v1/embeddings", json={"input": texts[i]}) as r:
+            await r.read()
+            assert r.status == 200, r.status
+
+    wide, narrow, remote = [], [], []
+    async with aiohttp.ClientSession(base_url, headers=headers) as http:
+        await measure(embed, 64, BATCH)  # warm-up
+        list(pool.map(engine.embed, [texts[:per_lane]] * lanes))
+        for _ in range(turns):
+            t = time.perf_counter()
+            for start in range(0, n, BATCH):
+                engine.embed(texts[start:start + BATCH])
+            wide.append(n / (time.perf_counter() - t))
+            t = time.perf_counter()
+            list(pool.map(engine.embed, [texts[s:s + per_lane] for s in range(0, n, per_lane)]))
+            narrow.append(n / (time.perf_counter() - t))
+            remote.append((await measure(embed, n, BATCH)).throughput)
+    pool.shutdown()
+    return tuple(statistics.median(x) for x in (wide, narrow, remote))
+
+
 async def health_while_large_bodies(http: aiohttp.ClientSession, bodies: int = 3) -> Run:
     """``GET /health`` latencies while 7 MB JSON bodies (a million integers) are parsed and
     refused: what one large request costs every other request (issue 12: at most 50 ms)."""
@@ -178,6 +211,7 @@ def main() -> None:
     try:
         rounds = [asyncio.run(served(box.base_url, n)) for _ in range(a.rounds)]
         pairs = [asyncio.run(paired_single(box.base_url, n, threads)) for _ in range(a.rounds)]
+        flows = [asyncio.run(paired_throughput(box.base_url, n, threads)) for _ in range(a.rounds)]
         waited_s = float(sandbox.serve_args()["deployments"]["Embedder"]["user_config"]
                          ["batch_wait_timeout_s"])
         box.deploy(with_batch_wait(sandbox.serve_args(), 0.005))
@@ -227,6 +261,19 @@ def main() -> None:
         *(f"| {i} | {wide:.1f} ms | {narrow:.1f} ms | {remote:.1f} ms "
           f"| {remote - min(wide, narrow):+.1f} ms |"
           for i, (wide, narrow, remote) in enumerate(pairs, 1)),
+    ]
+    lines += [
+        "",
+        "32 in flight, paired: the same engine in this process (32 sentences at a time on "
+        f"torch's default threads, and on {threads} lanes) and served at concurrency 32, in "
+        "turn beside the running cluster, three times each (medians):",
+        "",
+        f"| round | in-process batched 32 | in-process on {threads} lanes | served at "
+        "concurrency 32 | served / the better in-process |",
+        "|---|---|---|---|---|",
+        *(f"| {i} | {wide:.0f}/s | {narrow:.0f}/s | {remote:.0f}/s "
+          f"| {remote / max(wide, narrow):.2f}x |"
+          for i, (wide, narrow, remote) in enumerate(flows, 1)),
     ]
     last = rounds[-1]
     lines += [
