@@ -9,8 +9,11 @@ lanes (one thread each, side by side): the better is the engine's physical limit
 Served: one sentence per request over HTTP to Titan's Gateway (direct ingress),
 alone and 32 at a time; ``GET /health``; an authenticated round trip with one
 handle hop to a trivial method (``POST /v1/voice/cancel`` of an unknown turn: the
-VoiceGraph looks it up and answers 404). Then the Embedder's batch wait is set
-back to 5 ms, to show the measurement behind ``batch_wait_timeout_s: 0``.
+VoiceGraph looks it up and answers 404). Then the same engine in this process is
+timed paired with the served calls, one sentence and 32 in flight, one of each in
+turn beside the running cluster (this machine's speed moves for seconds at a time,
+docs/performance.md). Last, the Embedder's batch wait is set back to 5 ms, to show
+the measurement behind ``batch_wait_timeout_s: 0``.
 Starts its own Titan + Panda sandbox cluster and leaves none behind.
 """
 
