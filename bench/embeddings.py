@@ -108,23 +108,33 @@ async def served(base_url: str, n: int) -> dict[str, Run]:
         return runs
 
 
-async def paired_single(base_url: str, n: int, lanes: int) -> tuple[float, float, float]:
+class PairedEngine:
+    """The engine in this process, next to the running cluster, for paired measurements:
+    loaded once, with the replica's lanes (one thread each)."""
+
+    def __init__(self, lanes: int):
+        self.engine = EmbeddingEngine(EmbeddingSettings(), profile="cpu")
+        self.engine.load()
+        self.lanes, self.pool = lanes, EngineLanes(lanes, threads=1).pool
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+async def paired_single(base_url: str, n: int, local: PairedEngine) -> tuple[float, float, float]:
     """p50 ms of one sentence in-process on torch's default threads, in-process on one
     single-threaded lane (as the replica computes it), and served, one of each in turn:
     this machine's speed moves by up to 1.6x for seconds at a time, and the engine beside
     the running cluster is slower than alone (docs/performance.md), so the three meet
     the same conditions."""
-    engine = EmbeddingEngine(EmbeddingSettings(), profile="cpu")
-    engine.load()
-    lane = EngineLanes(1, threads=1).pool
     headers = {"Authorization": f"Bearer {TOKEN}"}
     wide, narrow, remote = [], [], []
     async with aiohttp.ClientSession(base_url, headers=headers) as http:
         for i in range(n + 16):  # the first 16 warm up
             t = time.perf_counter()
-            engine.embed([sentence(i)])
+            local.engine.embed([sentence(i)])
             t1 = time.perf_counter()
-            lane.submit(engine.embed, [sentence(i)]).result()
+            local.pool.submit(local.engine.embed, [sentence(i)]).result()
             t2 = time.perf_counter()
             async with http.post("/v1/embeddings", json={"input": sentence(i)}) as r:
                 await r.read()
@@ -133,30 +143,27 @@ async def paired_single(base_url: str, n: int, lanes: int) -> tuple[float, float
                 wide.append(t1 - t)
                 narrow.append(t2 - t1)
                 remote.append(time.perf_counter() - t2)
-    lane.shutdown()
     return tuple(statistics.median(x) * 1e3 for x in (wide, narrow, remote))
 
 
-async def paired_throughput(base_url: str, n: int, lanes: int, turns: int = 3
+async def paired_throughput(base_url: str, n: int, local: PairedEngine, turns: int = 3
                             ) -> tuple[float, float, float]:
     """Sentences/s of the in-process engine (32 at a time on torch's default threads, and
-    on ``lanes`` single-threaded lanes) and served at concurrency 32, in turn beside the
+    on its single-threaded lanes) and served at concurrency 32, in turn beside the
     running cluster, ``turns`` times each; the medians."""
-    engine = EmbeddingEngine(EmbeddingSettings(), profile="cpu")
-    engine.load()
-    pool, per_lane = EngineLanes(lanes, threads=1).pool, BATCH // lanes
+    engine, pool, per_lane = local.engine, local.pool, BATCH // local.lanes
     texts = [sentence(i) for i in range(n)]
     headers = {"Authorization": f"Bearer {TOKEN}"}
-
-    async def embed(i: int) -> None:
-        async with http.post("/v1/embeddings", json={"input": texts[i]}) as r:
-            await r.read()
-            assert r.status == 200, r.status
-
     wide, narrow, remote = [], [], []
     async with aiohttp.ClientSession(base_url, headers=headers) as http:
+
+        async def embed(i: int) -> None:
+            async with http.post("/v1/embeddings", json={"input": texts[i]}) as r:
+                await r.read()
+                assert r.status == 200, r.status
+
         await measure(embed, 64, BATCH)  # warm-up
-        list(pool.map(engine.embed, [texts[:per_lane]] * lanes))
+        list(pool.map(engine.embed, [texts[:per_lane]] * local.lanes))
         for _ in range(turns):
             t = time.perf_counter()
             for start in range(0, n, BATCH):
@@ -166,7 +173,6 @@ async def paired_throughput(base_url: str, n: int, lanes: int, turns: int = 3
             list(pool.map(engine.embed, [texts[s:s + per_lane] for s in range(0, n, per_lane)]))
             narrow.append(n / (time.perf_counter() - t))
             remote.append((await measure(embed, n, BATCH)).throughput)
-    pool.shutdown()
     return tuple(statistics.median(x) for x in (wide, narrow, remote))
 
 
@@ -213,8 +219,12 @@ def main() -> None:
     box = sandbox.start(TOKEN)
     try:
         rounds = [asyncio.run(served(box.base_url, n)) for _ in range(a.rounds)]
-        pairs = [asyncio.run(paired_single(box.base_url, n, threads)) for _ in range(a.rounds)]
-        flows = [asyncio.run(paired_throughput(box.base_url, n, threads)) for _ in range(a.rounds)]
+        local_engine = PairedEngine(threads)
+        pairs = [asyncio.run(paired_single(box.base_url, n, local_engine))
+                 for _ in range(a.rounds)]
+        flows = [asyncio.run(paired_throughput(box.base_url, n, local_engine))
+                 for _ in range(a.rounds)]
+        local_engine.close()
         waited_s = float(sandbox.serve_args()["deployments"]["Embedder"]["user_config"]
                          ["batch_wait_timeout_s"])
         box.deploy(with_batch_wait(sandbox.serve_args(), 0.005))

@@ -44,6 +44,8 @@ TTS_TEXT = ("Good morning. It is seven o'clock and the weather is sunny. "
             "You have two meetings today, the first one at ten.")
 TTS_MODELS = {"kokoro": ("KokoroTTS", "jf_alpha"), "piper": ("PiperTTS", "en_US-joe-medium")}
 STT = "STT whisper base, 5 s clip"
+SILENCE = f"STT whisper base, {SILENCE_SECONDS / 60:.0f} min of silence"
+TTS_ROWS = {m: f"TTS {m}, 3 sentences" for m in TTS_MODELS}
 BEFORE, PAIRED, SERVED = "in-process, before the cluster", "in-process, paired", "served (HTTP)"
 
 
@@ -118,9 +120,9 @@ class Served:
             await r.read()
         return Timing(time.perf_counter() - t, CLIP_SECONDS)
 
-    async def speak(self, model: str, text: str = TTS_TEXT) -> Timing:
+    async def speak(self, model: str) -> Timing:
         body = {"model": model, "voice": TTS_MODELS[model][1], "response_format": "pcm",
-                "input": text}
+                "input": TTS_TEXT}
         first, size = None, 0
         t = time.perf_counter()
         async with self.http.post("/v1/audio/speech", json=body) as r:
@@ -136,11 +138,10 @@ def alone(engines: Engines, runs: int, wav: bytes) -> dict[tuple[str, str], list
     """Each engine by itself, before any cluster runs."""
     engines.transcribe(wav)  # warm-up
     out = {(STT, BEFORE): [engines.transcribe(wav) for _ in range(runs)],
-           (f"STT whisper base, {SILENCE_SECONDS / 60:.0f} min of silence", BEFORE):
-               [engines.silence() for _ in range(runs)]}
-    for name in TTS_MODELS:
+           (SILENCE, BEFORE): [engines.silence() for _ in range(runs)]}
+    for name, what in TTS_ROWS.items():
         engines.tts[name].synthesize("Warm up.")
-        out[(f"TTS {name}, 3 sentences", BEFORE)] = [engines.speak(name) for _ in range(runs)]
+        out[(what, BEFORE)] = [engines.speak(name) for _ in range(runs)]
     return out
 
 
@@ -152,8 +153,8 @@ async def paired(engines: Engines, runs: int, wav: bytes, url: str, token: str
                                      timeout=aiohttp.ClientTimeout(total=300)) as http:
         served = Served(http, wav)
         calls = [(STT, lambda: engines.transcribe(wav), served.transcribe)]
-        calls += [(f"TTS {m}, 3 sentences", lambda m=m: engines.speak(m),
-                   lambda m=m: served.speak(m)) for m in TTS_MODELS]
+        calls += [(what, lambda m=m: engines.speak(m), lambda m=m: served.speak(m))
+                  for m, what in TTS_ROWS.items()]
         for what, local, remote in calls:
             local(), await remote()  # warm-up
             for _ in range(runs):
@@ -179,8 +180,8 @@ def ratios(samples: dict[tuple[str, str], list[Timing]]) -> list[str]:
         return statistics.median(t.first if first else t.latency for t in samples[(what, path)])
 
     out = []
-    for what, first, target in ((STT, False, 1.05),
-                                *((f"TTS {m}, 3 sentences", True, 1.1) for m in TTS_MODELS)):
+    targets = [(STT, False, 1.05), *((what, True, 1.1) for what in TTS_ROWS.values())]
+    for what, first, target in targets:
         served = median(what, SERVED, first)
         label = "time to first audio (first sentence)" if first else "latency"
         out.append(f"- {what}, {label}: {served / median(what, PAIRED, first):.2f}x "
@@ -208,8 +209,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             box.stop()
     command = f"python -m bench.speech --runs {args.runs}" + (f" --url {args.url}" if args.url else "")
-    order = [STT, f"STT whisper base, {SILENCE_SECONDS / 60:.0f} min of silence",
-             *(f"TTS {m}, 3 sentences" for m in TTS_MODELS)]
     lines = [
         "## Speech",
         "",
@@ -226,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| what | path | latency | time to first audio | RTF |",
         "|---|---|---|---|---|",
-        *(row(what, path, samples[(what, path)]) for what in order
+        *(row(what, path, samples[(what, path)]) for what in (STT, SILENCE, *TTS_ROWS.values())
           for path in (BEFORE, PAIRED, SERVED) if (what, path) in samples),
         "",
         "Both sides compute with the replica's thread budget (its `num_cpus` in "

@@ -176,7 +176,7 @@ class Sandbox:
         self.wait_running(since=since)
         # Serve lists the Gateways' direct-ingress ports a little after the app runs.
         deadline = time.monotonic() + 60
-        while (os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1" and time.monotonic() < deadline
+        while (SERVE_ENV["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and time.monotonic() < deadline
                and self.nodes["titan"].node_id not in gateway_urls()):
             time.sleep(0.5)
         self.base_url = self.gateway_url("titan")

@@ -267,12 +267,9 @@ class SpeechStream:
         docs/performance.md); the next ones are asked once it is here."""
         try:
             for i in range(len(self.sentences)):
-                if i > 0:
-                    self._ask_through(i)
                 self._awaited.pop(i).set()
                 piece = await self._asked.pop(i)
-                if i == 0:
-                    self._ask_through(1)
+                self._ask_through(i + 1)
                 self.host = self.host or piece.host
                 yield piece
         finally:
