@@ -179,14 +179,23 @@ def ratios(samples: dict[tuple[str, str], list[Timing]]) -> list[str]:
     def median(what: str, path: str, first: bool) -> float:
         return statistics.median(t.first if first else t.latency for t in samples[(what, path)])
 
+    def per_pair(what: str, first: bool) -> str:
+        """The ratio of each served call to the in-process call just before it: the
+        machine's speed cancels out of each pair, so its spread is the path's and the model's."""
+        pairs = [(s.first if first else s.latency) / (p.first if first else p.latency)
+                 for p, s in zip(samples[(what, PAIRED)], samples[(what, SERVED)])]
+        low, mid, high = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else pairs * 3
+        return f"median {mid:.2f}x, middle half {low:.2f}-{high:.2f}x"
+
     out = []
     targets = [(STT, False, 1.05), *((what, True, 1.1) for what in TTS_ROWS.values())]
     for what, first, target in targets:
         served = median(what, SERVED, first)
+        alone = served / median(what, BEFORE, first)
         label = "time to first audio (first sentence)" if first else "latency"
         out.append(f"- {what}, {label}: {served / median(what, PAIRED, first):.2f}x "
-                   f"(target <= {target}); over the engine before the cluster started: "
-                   f"{served / median(what, BEFORE, first):.2f}x")
+                   f"(target <= {target}); pair by pair: {per_pair(what, first)}; over the "
+                   f"engine before the cluster started: {alone:.2f}x")
     return out
 
 
@@ -230,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Both sides compute with the replica's thread budget (its `num_cpus` in "
         "serve_config.yaml: 1 thread for Whisper, Kokoro and Piper; the in-process engines "
-        "are loaded with `SERVE_CPU_THREADS` set to it). Ratios from this run (medians, "
-        "served over the paired in-process calls):",
+        "are loaded with `SERVE_CPU_THREADS` set to it). Ratios from this run: the served "
+        "median over the paired in-process median, then the ratio of each pair's served call "
+        "to its in-process call (the median and the middle half of those ratios):",
         "",
         *ratios(samples),
     ]
