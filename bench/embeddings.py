@@ -46,48 +46,64 @@ def sentence(i: int) -> str:
     return f"Reminder number {i}: call the dentist about the appointment on day {i % 28 + 1}."
 
 
-def in_process(n: int, lanes: int) -> tuple[float, float, float]:
-    """(p50 ms of one sentence, sentences/s embedded 32 at a time on torch's default
-    threads, sentences/s on ``lanes`` single-threaded lanes, BATCH // lanes a batch each).
+class LocalEngine:
+    """The engine in this process, loaded once, with the replica's lanes (one thread
+    each): timed alone before the cluster starts, then paired with the served calls."""
 
-    The lanes are the replica's own (``EngineLanes``), here in one process: the best
-    this engine does on CPU, and what the served side is compared with.
-    """
-    engine = EmbeddingEngine(EmbeddingSettings(), profile="cpu")
-    engine.load()
-    engine.embed([sentence(i) for i in range(BATCH)])  # warm-up
+    def __init__(self, lanes: int):
+        self.engine = EmbeddingEngine(EmbeddingSettings(), profile="cpu")
+        self.engine.load()
+        self.lanes, self.pool = lanes, EngineLanes(lanes, threads=1).pool
+        self.engine.embed([sentence(i) for i in range(BATCH)])  # warm-up
+        self.on_lanes([sentence(i) for i in range(BATCH)])
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+    def batched(self, texts: list[str]) -> float:
+        """Sentences/s, BATCH at a time on torch's default threads."""
+        t = time.perf_counter()
+        for start in range(0, len(texts), BATCH):
+            self.engine.embed(texts[start:start + BATCH])
+        return len(texts) / (time.perf_counter() - t)
+
+    def on_lanes(self, texts: list[str]) -> float:
+        """Sentences/s on the lanes side by side, BATCH // lanes at a time each."""
+        per_lane = BATCH // self.lanes
+        t = time.perf_counter()
+        list(self.pool.map(self.engine.embed,
+                           [texts[s:s + per_lane] for s in range(0, len(texts), per_lane)]))
+        return len(texts) / (time.perf_counter() - t)
+
+
+def in_process(n: int, local: LocalEngine) -> tuple[float, float, float]:
+    """(p50 ms of one sentence, sentences/s embedded 32 at a time on torch's default
+    threads, sentences/s on the single-threaded lanes): the best this engine does on
+    CPU, and what the served side is compared with."""
     single = []
     for i in range(n):
         t = time.perf_counter()
-        engine.embed([sentence(i)])
+        local.engine.embed([sentence(i)])
         single.append(time.perf_counter() - t)
-    t = time.perf_counter()
-    for start in range(0, n, BATCH):
-        engine.embed([sentence(i) for i in range(start, min(n, start + BATCH))])
-    batched = n / (time.perf_counter() - t)
+    texts = [sentence(i) for i in range(n)]
+    return statistics.median(single) * 1e3, local.batched(texts), local.on_lanes(texts)
 
-    pool, per_lane = EngineLanes(lanes, threads=1).pool, BATCH // lanes
-    batches = [[sentence(i) for i in range(s, min(n, s + per_lane))]
-               for s in range(0, n, per_lane)]
-    list(pool.map(engine.embed, batches[:lanes]))  # warm-up
-    t = time.perf_counter()
-    list(pool.map(engine.embed, batches))
-    on_lanes = n / (time.perf_counter() - t)
-    pool.shutdown()
-    return statistics.median(single) * 1e3, batched, on_lanes
+
+def session(base_url: str) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(base_url, headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+async def embed(http: aiohttp.ClientSession, text: str) -> None:
+    async with http.post("/v1/embeddings", json={"input": text}) as r:
+        await r.read()
+        assert r.status == 200, r.status
 
 
 async def served(base_url: str, n: int) -> dict[str, Run]:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with aiohttp.ClientSession(base_url, headers=headers) as http:
+    async with session(base_url) as http:
 
         async def get_ok(path: str) -> None:
             async with http.get(path) as r:
-                await r.read()
-                assert r.status == 200, r.status
-
-        async def embed(i: int) -> None:
-            async with http.post("/v1/embeddings", json={"input": sentence(i)}) as r:
                 await r.read()
                 assert r.status == 200, r.status
 
@@ -100,45 +116,29 @@ async def served(base_url: str, n: int) -> dict[str, Run]:
         for name, call, concurrency in (
             ("health", lambda i: get_ok("/health"), 1),
             ("hop", hop, 1),
-            ("single", embed, 1),
-            ("c32", embed, BATCH),
+            ("single", lambda i: embed(http, sentence(i)), 1),
+            ("c32", lambda i: embed(http, sentence(i)), BATCH),
         ):
             await measure(call, 32, concurrency)  # warm-up
             runs[name] = await measure(call, n, concurrency)
         return runs
 
 
-class PairedEngine:
-    """The engine in this process, next to the running cluster, for paired measurements:
-    loaded once, with the replica's lanes (one thread each)."""
-
-    def __init__(self, lanes: int):
-        self.engine = EmbeddingEngine(EmbeddingSettings(), profile="cpu")
-        self.engine.load()
-        self.lanes, self.pool = lanes, EngineLanes(lanes, threads=1).pool
-
-    def close(self) -> None:
-        self.pool.shutdown()
-
-
-async def paired_single(base_url: str, n: int, local: PairedEngine) -> tuple[float, float, float]:
+async def paired_single(base_url: str, n: int, local: LocalEngine) -> tuple[float, float, float]:
     """p50 ms of one sentence in-process on torch's default threads, in-process on one
     single-threaded lane (as the replica computes it), and served, one of each in turn:
     this machine's speed moves by up to 1.6x for seconds at a time, and the engine beside
     the running cluster is slower than alone (docs/performance.md), so the three meet
     the same conditions."""
-    headers = {"Authorization": f"Bearer {TOKEN}"}
     wide, narrow, remote = [], [], []
-    async with aiohttp.ClientSession(base_url, headers=headers) as http:
+    async with session(base_url) as http:
         for i in range(n + 16):  # the first 16 warm up
             t = time.perf_counter()
             local.engine.embed([sentence(i)])
             t1 = time.perf_counter()
             local.pool.submit(local.engine.embed, [sentence(i)]).result()
             t2 = time.perf_counter()
-            async with http.post("/v1/embeddings", json={"input": sentence(i)}) as r:
-                await r.read()
-                assert r.status == 200, r.status
+            await embed(http, sentence(i))
             if i >= 16:
                 wide.append(t1 - t)
                 narrow.append(t2 - t1)
@@ -146,33 +146,19 @@ async def paired_single(base_url: str, n: int, local: PairedEngine) -> tuple[flo
     return tuple(statistics.median(x) * 1e3 for x in (wide, narrow, remote))
 
 
-async def paired_throughput(base_url: str, n: int, local: PairedEngine, turns: int = 3
+async def paired_throughput(base_url: str, n: int, local: LocalEngine, turns: int = 3
                             ) -> tuple[float, float, float]:
     """Sentences/s of the in-process engine (32 at a time on torch's default threads, and
     on its single-threaded lanes) and served at concurrency 32, in turn beside the
     running cluster, ``turns`` times each; the medians."""
-    engine, pool, per_lane = local.engine, local.pool, BATCH // local.lanes
     texts = [sentence(i) for i in range(n)]
-    headers = {"Authorization": f"Bearer {TOKEN}"}
     wide, narrow, remote = [], [], []
-    async with aiohttp.ClientSession(base_url, headers=headers) as http:
-
-        async def embed(i: int) -> None:
-            async with http.post("/v1/embeddings", json={"input": texts[i]}) as r:
-                await r.read()
-                assert r.status == 200, r.status
-
-        await measure(embed, 64, BATCH)  # warm-up
-        list(pool.map(engine.embed, [texts[:per_lane]] * local.lanes))
+    async with session(base_url) as http:
+        await measure(lambda i: embed(http, sentence(i)), 64, BATCH)  # warm-up
         for _ in range(turns):
-            t = time.perf_counter()
-            for start in range(0, n, BATCH):
-                engine.embed(texts[start:start + BATCH])
-            wide.append(n / (time.perf_counter() - t))
-            t = time.perf_counter()
-            list(pool.map(engine.embed, [texts[s:s + per_lane] for s in range(0, n, per_lane)]))
-            narrow.append(n / (time.perf_counter() - t))
-            remote.append((await measure(embed, n, BATCH)).throughput)
+            wide.append(local.batched(texts))
+            narrow.append(local.on_lanes(texts))
+            remote.append((await measure(lambda i: embed(http, texts[i]), n, BATCH)).throughput)
     return tuple(statistics.median(x) for x in (wide, narrow, remote))
 
 
@@ -215,21 +201,20 @@ def main() -> None:
     n = a.requests
 
     threads = replica_threads("Embedder")
-    local = [in_process(n, threads) for _ in range(a.rounds)]
+    engine = LocalEngine(threads)
+    local = [in_process(n, engine) for _ in range(a.rounds)]
     box = sandbox.start(TOKEN)
     try:
         rounds = [asyncio.run(served(box.base_url, n)) for _ in range(a.rounds)]
-        local_engine = PairedEngine(threads)
-        pairs = [asyncio.run(paired_single(box.base_url, n, local_engine))
+        pairs = [asyncio.run(paired_single(box.base_url, n, engine)) for _ in range(a.rounds)]
+        flows = [asyncio.run(paired_throughput(box.base_url, n, engine))
                  for _ in range(a.rounds)]
-        flows = [asyncio.run(paired_throughput(box.base_url, n, local_engine))
-                 for _ in range(a.rounds)]
-        local_engine.close()
         waited_s = float(sandbox.serve_args()["deployments"]["Embedder"]["user_config"]
                          ["batch_wait_timeout_s"])
         box.deploy(with_batch_wait(sandbox.serve_args(), 0.005))
         waited = asyncio.run(served(box.base_url, n))
     finally:
+        engine.close()
         box.stop()
 
     lines = [

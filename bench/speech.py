@@ -176,14 +176,16 @@ def row(what: str, path: str, timings: list[Timing]) -> str:
 def ratios(samples: dict[tuple[str, str], list[Timing]]) -> list[str]:
     """Served over in-process: STT latency (target 1.05), TTS first sentence (target 1.1),
     against the paired calls, and against the engine alone before the cluster."""
+    def values(what: str, path: str, first: bool) -> list[float]:
+        return [t.first if first else t.latency for t in samples[(what, path)]]
+
     def median(what: str, path: str, first: bool) -> float:
-        return statistics.median(t.first if first else t.latency for t in samples[(what, path)])
+        return statistics.median(values(what, path, first))
 
     def per_pair(what: str, first: bool) -> str:
         """The ratio of each served call to the in-process call just before it: the
         machine's speed cancels out of each pair, so its spread is the path's and the model's."""
-        pairs = [(s.first if first else s.latency) / (p.first if first else p.latency)
-                 for p, s in zip(samples[(what, PAIRED)], samples[(what, SERVED)])]
+        pairs = [s / p for p, s in zip(values(what, PAIRED, first), values(what, SERVED, first))]
         low, mid, high = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else pairs * 3
         return f"median {mid:.2f}x, middle half {low:.2f}-{high:.2f}x"
 

@@ -106,6 +106,12 @@ def serve_args(config: Path = REPO / "serve_config.yaml", app: str = "assistant"
     return serve_app(config, app)["args"]
 
 
+def serve_options(port: int) -> dict:
+    """Serve's proxy and HTTP options, the same at start and at every deploy: one proxy
+    on the head, on loopback."""
+    return {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port}}
+
+
 def gateway_urls(app: str = "assistant") -> dict[str, str]:
     """Node id -> the loopback URL on which that node's Gateway replica answers HTTP itself
     (direct ingress: Serve's target groups name each ingress replica's port)."""
@@ -137,8 +143,12 @@ class Sandbox:
     """How each worker node was started, so a killed one can come back the same."""
     cores: dict[str, list[int]] = field(default_factory=dict)
     """Host label -> the CPU cores its processes are pinned to (empty: not pinned)."""
-    proxy_url: str = ""
+    proxy_port: int = 0
     """Serve's HTTP proxy on the head: the fallback path through a handle to a Gateway."""
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
 
     def kill(self, host: str) -> None:
         """Hard-kill a worker node: SIGKILL to its raylet and workers, like a power cut."""
@@ -167,19 +177,21 @@ class Sandbox:
         from ray.serve.context import _get_global_client
         from ray.serve.schema import ServeDeploySchema
 
-        port = int(self.proxy_url.rsplit(":", 1)[1])
-        config = ServeDeploySchema(
-            proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port},
-            applications=[{**serve_app(), "args": args}])
+        config = ServeDeploySchema(**serve_options(self.proxy_port),
+                                   applications=[{**serve_app(), "args": args}])
         since = time.time()
         _get_global_client().deploy_apps(config)
         self.wait_running(since=since)
-        # Serve lists the Gateways' direct-ingress ports a little after the app runs.
-        deadline = time.monotonic() + 60
-        while (SERVE_ENV["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and time.monotonic() < deadline
-               and self.nodes["titan"].node_id not in gateway_urls()):
-            time.sleep(0.5)
+        if SERVE_ENV["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1":
+            self.wait_direct_ingress("titan")
         self.base_url = self.gateway_url("titan")
+
+    def wait_direct_ingress(self, host: str, timeout_s: float = 60) -> None:
+        """Serve lists the Gateways' direct-ingress ports a little after the app runs;
+        past the timeout ``gateway_url`` falls back to the proxy."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.nodes[host].node_id not in gateway_urls():
+            time.sleep(0.5)
 
     def gateway_url(self, host: str) -> str:
         """The URL on which ``host``'s Gateway answers HTTP itself; the proxy's where direct
@@ -257,7 +269,7 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8,
     with pinned(cores.get("panda")):
         panda = cluster.add_node(**panda_args)
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+    serve.start(**serve_options(port))
     box = Sandbox(
         cluster,
         {"titan": cluster.head_node, "panda": panda},
@@ -267,7 +279,7 @@ def start(token: str, args: dict | None = None, logical_cpus: int = 8,
         {"titan": head_ports["metrics_export_port"], "panda": panda_ports["metrics_export_port"]},
         {"panda": panda_args},
         cores,
-        proxy_url=f"http://127.0.0.1:{port}",
+        proxy_port=port,
     )
     box.deploy(serve_args() if args is None else args)
     return box
